@@ -1,0 +1,14 @@
+# The README's two commands. Each installs what is missing (scripts/setup.sh), then runs.
+.PHONY: setup demo test test-slow
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/squeeze-span probe --random-init resnet18_cifar --dataset fashion_mnist
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+test-slow: setup
+	.venv/bin/python -m pytest -q -m slow

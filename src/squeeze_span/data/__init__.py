@@ -1,0 +1,17 @@
+"""Datasets in their real on-disk formats, and batched augmentation on the device."""
+
+from squeeze_span.data.augment import BatchAugmentation, augmentation_for, center_view, to_unit_range
+from squeeze_span.data.datasets import DATASET_STATS, DATASETS, ImageDataset, load_dataset
+from squeeze_span.errors import DatasetError
+
+__all__ = [
+    "DATASETS",
+    "DATASET_STATS",
+    "BatchAugmentation",
+    "DatasetError",
+    "ImageDataset",
+    "augmentation_for",
+    "center_view",
+    "load_dataset",
+    "to_unit_range",
+]

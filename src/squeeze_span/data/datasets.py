@@ -1,0 +1,513 @@
+"""Image datasets read from their real on-disk formats, pixel-exact.
+
+``load_dataset(name, root, split)`` returns an :class:`ImageDataset`: every image as
+one uint8 array ``[N, C, H, W]`` plus int64 labels ``[N]`` (-1 where there is none).
+A batch is an index array: :meth:`ImageDataset.get_batch` gathers it with one numpy
+fancy-indexing call, so the data path needs no Python loop over images.
+
+Formats (``root`` holds):
+
+- ``cifar10``: ``cifar-10-batches-py/`` (Python pickles; splits train, test)
+- ``cifar100``: ``cifar-100-python/`` (Python pickles, fine labels; splits train, test)
+- ``stl10``: ``stl10_binary/`` (raw column-major .bin files, memory-mapped;
+  splits train, test, unlabeled, train+unlabeled)
+- ``fashion_mnist``: the four IDX files, gzipped or not (splits train, test)
+- ``imagefolder``: ``class_name/*.png|*.jpg|*.jpeg``; the folder itself is the
+  split, so only the default split "train" is accepted (point ``root`` at another
+  folder to load another split)
+
+Downloaded pickles are untrusted: they are read with :class:`RestrictedUnpickler`,
+which refuses every global outside an allow-list instead of running it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from squeeze_span.errors import DatasetError, UnsafePickleError
+
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "stl10", "fashion_mnist", "imagefolder")
+
+# Follows the original project's data/ layout; Fashion-MNIST comes from the Debian
+# package dataset-fashion-mnist. An image folder has no default: its root is required.
+DEFAULT_ROOTS: dict[str, str | None] = {
+    "cifar10": "data/CIFAR10",
+    "cifar100": "data/CIFAR100",
+    "stl10": "data/STL10",
+    "fashion_mnist": "/usr/share/datasets/fashion-mnist",
+    "imagefolder": None,
+}
+
+# Per-channel (mean, std) in [0, 1] pixel units; image folders use ImageNet's.
+DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+SPLITS: dict[str, tuple[str, ...]] = {
+    "cifar10": ("train", "test"),
+    "cifar100": ("train", "test"),
+    "stl10": ("train", "test", "unlabeled", "train+unlabeled"),
+    "fashion_mnist": ("train", "test"),
+    "imagefolder": ("train",),
+}
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- pickles
+
+# What unpickling a numpy array needs, under numpy 1's and numpy 2's module names.
+# Python 3 writes bytes in pickle protocol 2 as _codecs.encode(str, "latin1"): a pure
+# function, needed to read arrays and bytes keys pickled by Python 3.
+NUMPY_ARRAY_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    [
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    ]
+)
+
+# numpy 2 renamed numpy.core to numpy._core and keeps the old name only as a
+# deprecated alias; resolve both spellings to the installed one.
+_NUMPY_CORE = "numpy._core" if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else "numpy.core"
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only allow-listed globals, so a pickle cannot run code.
+
+    ``allowed_globals`` holds ``(module, name)`` pairs; subclass and override it, or
+    pass ``allowed_globals=``, for another format (StyleGAN pickles need more). Any
+    other global raises :class:`UnsafePickleError` naming the global and ``source``.
+    """
+
+    allowed_globals: frozenset[tuple[str, str]] = NUMPY_ARRAY_GLOBALS
+
+    def __init__(
+        self,
+        file: BinaryIO,
+        *,
+        source: str | os.PathLike,
+        allowed_globals: Iterable[tuple[str, str]] | None = None,
+        encoding: str = "bytes",
+    ) -> None:
+        super().__init__(file, encoding=encoding)
+        self.source = str(source)
+        if allowed_globals is not None:
+            self.allowed_globals = frozenset(allowed_globals)
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.allowed_globals:
+            raise UnsafePickleError(
+                f"{self.source} asks for the global {module}.{name}, which is not on the "
+                "allow-list; it was refused, not run. Use a file from a trusted source"
+            )
+        for core in ("numpy.core", "numpy._core"):
+            if module == core or module.startswith(core + "."):
+                module = _NUMPY_CORE + module[len(core) :]
+        return super().find_class(module, name)
+
+
+def load_pickle_safely(
+    path: str | os.PathLike,
+    allowed_globals: Iterable[tuple[str, str]] = NUMPY_ARRAY_GLOBALS,
+    encoding: str = "bytes",
+) -> Any:
+    """Unpickle ``path`` with :class:`RestrictedUnpickler`; other errors propagate."""
+    with open(path, "rb") as file:
+        return RestrictedUnpickler(
+            file, source=path, allowed_globals=allowed_globals, encoding=encoding
+        ).load()
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class ConcatenatedImages:
+    """Several ``[N_i, C, H, W]`` image arrays read as one, without copying them.
+
+    Used where the parts are too big to concatenate (STL-10 train+unlabeled: the
+    unlabeled part is a 2.8 GB memory map). It has ``shape``, ``dtype``, ``ndim`` and
+    ``len``; ``images[i]`` returns a view of one image, and ``images[indices]`` (an
+    index array, list or slice) gathers a new ``[B, C, H, W]`` array with one fancy
+    index per part. It deliberately has no ``__array__``: turning it into one array
+    would read every part into memory.
+    """
+
+    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+        shapes = {part.shape[1:] for part in parts}
+        dtypes = {part.dtype for part in parts}
+        if not parts or len(shapes) != 1 or len(dtypes) != 1:
+            raise ValueError(f"parts must share image shape and dtype, got {shapes} and {dtypes}")
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(part) for part in parts])
+        self.dtype = dtypes.pop()
+        self.shape = (int(self.offsets[-1]), *shapes.pop())
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            position = int(index) + len(self) if index < 0 else int(index)
+            if not 0 <= position < len(self):
+                raise IndexError(f"index {index} is out of range for {len(self)} images")
+            part = int(np.searchsorted(self.offsets, position, side="right")) - 1
+            return self.parts[part][position - self.offsets[part]]
+        if isinstance(index, slice):
+            index = np.arange(len(self))[index]
+        positions = np.asarray(index, dtype=np.int64).reshape(-1)
+        positions = np.where(positions < 0, positions + len(self), positions)
+        if positions.size and (positions.min() < 0 or positions.max() >= len(self)):
+            raise IndexError(f"indices out of range for {len(self)} images")
+        part_of = np.searchsorted(self.offsets, positions, side="right") - 1
+        out = np.empty((len(positions), *self.shape[1:]), dtype=self.dtype)
+        for part, (images, offset) in enumerate(zip(self.parts, self.offsets)):
+            selected = part_of == part
+            if selected.any():
+                out[selected] = images[positions[selected] - offset]
+        return out
+
+
+class ImageDataset(Dataset):
+    """Images ``[N, C, H, W]`` uint8 and labels ``[N]`` int64, indexable one by one or in batches.
+
+    ``images`` is a numpy array (possibly a non-contiguous view of a memory map) or,
+    for datasets made of parts too big to join, a :class:`ConcatenatedImages`.
+    An item is ``(image, label)``: a contiguous uint8 tensor ``[C, H, W]`` and an int
+    (-1 for unlabeled images).
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray | ConcatenatedImages,
+        labels: np.ndarray,
+        classes: Sequence[str],
+        name: str,
+    ) -> None:
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {images.shape}")
+        if labels.shape != (len(images),):
+            raise ValueError(f"labels must have shape ({len(images)},), got {labels.shape}")
+        self.images = images
+        self.labels = labels.astype(np.int64, copy=False)
+        self.classes = list(classes)
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = np.array(self.images[index], dtype=np.uint8, order="C")
+        return torch.from_numpy(image), int(self.labels[index])
+
+    def get_batch(self, indices: torch.Tensor | np.ndarray | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather images ``[B, C, H, W]`` (uint8, contiguous) and labels ``[B]`` (int64)."""
+        if isinstance(indices, torch.Tensor):
+            indices = indices.detach().cpu().numpy()
+        indices = np.asarray(indices, dtype=np.int64)
+        images = np.ascontiguousarray(self.images[indices])
+        return torch.from_numpy(images), torch.from_numpy(self.labels[indices])
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    def __repr__(self) -> str:
+        height, width = self.image_size
+        shape = f"{self.num_channels}x{height}x{width}"
+        return f"ImageDataset({self.name!r}, {len(self)} images {shape}, {len(self.classes)} classes)"
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train") -> ImageDataset:
+    """Load ``split`` of dataset ``name`` from ``root`` (``DEFAULT_ROOTS[name]`` when None)."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if split not in SPLITS[name]:
+        hint = "; the folder itself is the split: pass another folder as the root" if name == "imagefolder" else ""
+        raise DatasetError(f"unknown split {split!r} for {name}; choose one of {', '.join(SPLITS[name])}{hint}")
+    if root is None:
+        root = DEFAULT_ROOTS[name]
+        if root is None:
+            raise DatasetError(f"{name} has no default folder; pass --data with {_IMAGEFOLDER_LAYOUT}")
+    return _READERS[name](Path(root), split)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _require(path: Path, fix: str) -> Path:
+    if not path.exists():
+        raise DatasetError(f"{path} is missing; {fix}")
+    return path
+
+
+def _truncated(path: Path, detail: str, fix: str) -> DatasetError:
+    return DatasetError(f"{path} is truncated or corrupt ({detail}); {fix}")
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+@dataclass(frozen=True)
+class _CifarLayout:
+    title: str
+    folder: str
+    files: dict[str, tuple[str, ...]]
+    label_key: bytes
+    meta_file: str
+    names_key: bytes
+
+
+_CIFAR_LAYOUTS = {
+    "cifar10": _CifarLayout(
+        title="CIFAR-10",
+        folder="cifar-10-batches-py",
+        files={"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
+        label_key=b"labels",
+        meta_file="batches.meta",
+        names_key=b"label_names",
+    ),
+    "cifar100": _CifarLayout(
+        title="CIFAR-100",
+        folder="cifar-100-python",
+        files={"train": ("train",), "test": ("test",)},
+        label_key=b"fine_labels",
+        meta_file="meta",
+        names_key=b"fine_label_names",
+    ),
+}
+
+
+def _load_cifar_pickle(path: Path, keys: tuple[bytes, ...], fix: str) -> dict[bytes, Any]:
+    _require(path, fix)
+    try:
+        content = load_pickle_safely(path)
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, AttributeError) as error:
+        raise _truncated(path, f"{type(error).__name__}: {error}", fix) from None
+    if not isinstance(content, dict) or any(key not in content for key in keys):
+        raise _truncated(path, f"expected a dict with keys {[key.decode() for key in keys]}", fix)
+    return content
+
+
+def _read_cifar(name: str, root: Path, split: str) -> ImageDataset:
+    layout = _CIFAR_LAYOUTS[name]
+    fix = f"download {layout.title} (python version) and extract it into {root}/"
+    folder = _require(root / layout.folder, fix)
+    images, labels = [], []
+    for file_name in layout.files[split]:
+        path = folder / file_name
+        batch = _load_cifar_pickle(path, (b"data", layout.label_key), fix)
+        data = batch[b"data"]
+        batch_labels = np.asarray(batch[layout.label_key], dtype=np.int64)
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise _truncated(path, "data is not a uint8 array of rows of 3072 pixels", fix)
+        if batch_labels.shape != (len(data),):
+            raise _truncated(path, f"{len(data)} images but {batch_labels.size} labels", fix)
+        images.append(data)
+        labels.append(batch_labels)
+    meta = _load_cifar_pickle(folder / layout.meta_file, (layout.names_key,), fix)
+    classes = [label.decode() if isinstance(label, bytes) else str(label) for label in meta[layout.names_key]]
+    # A row holds the R plane, then G, then B, each row-major 32x32: a plain reshape.
+    data = images[0] if len(images) == 1 else np.concatenate(images)
+    return ImageDataset(data.reshape(-1, 3, 32, 32), np.concatenate(labels), classes, name)
+
+
+# --------------------------------------------------------------------------- STL-10
+
+_STL_SIZE = 96
+
+
+def _memmap_stl_images(path: Path, fix: str) -> np.ndarray:
+    image_bytes = 3 * _STL_SIZE * _STL_SIZE
+    size = _require(path, fix).stat().st_size
+    if size == 0 or size % image_bytes:
+        raise _truncated(path, f"{size} bytes is not a multiple of {image_bytes}, one 3x96x96 image", fix)
+    images = np.memmap(path, dtype=np.uint8, mode="r", shape=(size // image_bytes, 3, _STL_SIZE, _STL_SIZE))
+    # Each channel is stored column-major; swapping the axes is a view, not a copy.
+    return images.transpose(0, 1, 3, 2)
+
+
+def _read_stl_labels(path: Path, count: int, fix: str) -> np.ndarray:
+    labels = np.fromfile(_require(path, fix), dtype=np.uint8)
+    if len(labels) != count:
+        raise _truncated(path, f"{len(labels)} labels for {count} images", fix)
+    if count and (labels.min() < 1 or labels.max() > 10):
+        raise _truncated(path, f"labels must be 1..10, found {labels.min()}..{labels.max()}", fix)
+    return labels.astype(np.int64) - 1
+
+
+def _read_stl_part(folder: Path, part: str, fix: str) -> tuple[np.ndarray, np.ndarray]:
+    images = _memmap_stl_images(folder / f"{part}_X.bin", fix)
+    if part == "unlabeled":
+        return images, np.full(len(images), -1, dtype=np.int64)
+    return images, _read_stl_labels(folder / f"{part}_y.bin", len(images), fix)
+
+
+def _read_stl10(root: Path, split: str) -> ImageDataset:
+    fix = f"download STL-10 (binary version) and extract it into {root}/"
+    folder = _require(root / "stl10_binary", fix)
+    classes = _require(folder / "class_names.txt", fix).read_text().split("\n")
+    classes = [line.strip() for line in classes if line.strip()]
+    parts = [_read_stl_part(folder, part, fix) for part in split.split("+")]
+    if len(parts) == 1:
+        images, labels = parts[0]
+        return ImageDataset(images, labels, classes, "stl10")
+    images = ConcatenatedImages([images for images, _ in parts])
+    return ImageDataset(images, np.concatenate([labels for _, labels in parts]), classes, "stl10")
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_IMAGES_MAGIC, _IDX_LABELS_MAGIC = 2051, 2049
+_READ_CHUNK = 1 << 20
+
+
+def _read_into(file: BinaryIO, buffer: memoryview) -> int:
+    """Fill ``buffer`` from ``file`` in chunks (no full-size temporary); return the bytes read."""
+    filled = 0
+    while filled < len(buffer):
+        count = file.readinto(buffer[filled : filled + _READ_CHUNK])
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+def _read_idx(path: Path, magic: int, fix: str) -> np.ndarray:
+    dims = 3 if magic == _IDX_IMAGES_MAGIC else 1
+    opener: Callable[..., BinaryIO] = gzip.open if path.suffix == ".gz" else open  # type: ignore[assignment]
+    try:
+        with opener(path, "rb") as file:
+            header = file.read(4 * (1 + dims))
+            if len(header) < 4 * (1 + dims):
+                raise _truncated(path, f"header of {len(header)} bytes", fix)
+            found, *shape = struct.unpack(f">{1 + dims}I", header)
+            if found != magic:
+                kind = "image" if dims == 3 else "label"
+                raise DatasetError(f"{path} has magic number {found}, not {magic} (IDX {kind} file); {fix}")
+            array = np.empty(shape, dtype=np.uint8)
+            filled = _read_into(file, memoryview(array.reshape(-1)))
+            if filled < array.size:
+                raise _truncated(path, f"{filled} of {array.size} payload bytes", fix)
+            if file.read(1):
+                raise _truncated(path, f"more than the {array.size} payload bytes its header gives", fix)
+    except (EOFError, OSError, zlib.error) as error:
+        raise _truncated(path, f"{type(error).__name__}: {error}", fix) from None
+    return array
+
+
+def _find_idx(root: Path, stem: str, fix: str) -> Path:
+    for path in (root / f"{stem}.gz", root / stem):
+        if path.exists():
+            return path
+    raise DatasetError(f"{root / stem}.gz is missing; {fix}")
+
+
+def _read_fashion_mnist(root: Path, split: str) -> ImageDataset:
+    if str(root) == str(Path(DEFAULT_ROOTS["fashion_mnist"] or "")):
+        fix = "apt-get install dataset-fashion-mnist (or pass --data)"
+    else:
+        fix = f"download the four Fashion-MNIST IDX files into {root}/ (or pass --data)"
+    _require(root, fix)
+    image_stem, label_stem = _IDX_FILES[split]
+    image_path = _find_idx(root, image_stem, fix)
+    images = _read_idx(image_path, _IDX_IMAGES_MAGIC, fix)
+    label_path = _find_idx(root, label_stem, fix)
+    labels = _read_idx(label_path, _IDX_LABELS_MAGIC, fix)
+    if len(labels) != len(images):
+        raise _truncated(label_path, f"{len(labels)} labels for {len(images)} images in {image_path.name}", fix)
+    if len(labels) and labels.max() >= len(FASHION_MNIST_CLASSES):
+        raise _truncated(label_path, f"label {labels.max()} is not in 0..9", fix)
+    return ImageDataset(images[:, None], labels.astype(np.int64), FASHION_MNIST_CLASSES, "fashion_mnist")
+
+
+# --------------------------------------------------------------------------- image folder
+
+_IMAGEFOLDER_LAYOUT = "a folder holding one sub-folder of .png/.jpg images per class"
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def _read_imagefolder(root: Path, split: str) -> ImageDataset:
+    from PIL import Image, UnidentifiedImageError
+
+    fix = f"pass --data with {_IMAGEFOLDER_LAYOUT}"
+    _require(root, fix)
+    classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+    files = [
+        (path, label)
+        for label, name in enumerate(classes)
+        for path in sorted((root / name).iterdir())
+        if path.suffix.lower() in _IMAGE_SUFFIXES and path.is_file()
+    ]
+    if not files:
+        raise DatasetError(f"{root} holds no class_name/*.png or *.jpg images; {fix}")
+
+    modes, first_size = [], None
+    for path, _ in files:  # opening reads only the header: mode and size
+        try:
+            with Image.open(path) as image:
+                modes.append(image.mode)
+                size = image.size
+        except (UnidentifiedImageError, OSError) as error:
+            raise DatasetError(f"{path} is not a readable image ({error}); remove or replace it") from None
+        if first_size is None:
+            first_size = size
+        elif size != first_size:
+            raise DatasetError(
+                f"{path} is {size[0]}x{size[1]} but {files[0][0]} is {first_size[0]}x{first_size[1]}; "
+                f"resize all images in {root} to one size"
+            )
+    mode = "L" if all(found == "L" for found in modes) else "RGB"
+    width, height = first_size
+    images = np.empty((len(files), 1 if mode == "L" else 3, height, width), dtype=np.uint8)
+    for index, (path, _) in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert(mode))
+        except OSError as error:
+            raise DatasetError(f"{path} is truncated or corrupt ({error}); remove or replace it") from None
+        images[index] = pixels[None] if mode == "L" else pixels.transpose(2, 0, 1)
+    labels = np.array([label for _, label in files], dtype=np.int64)
+    return ImageDataset(images, labels, classes, "imagefolder")
+
+
+_READERS: dict[str, Callable[[Path, str], ImageDataset]] = {
+    "cifar10": partial(_read_cifar, "cifar10"),
+    "cifar100": partial(_read_cifar, "cifar100"),
+    "stl10": _read_stl10,
+    "fashion_mnist": _read_fashion_mnist,
+    "imagefolder": _read_imagefolder,
+}

@@ -1,0 +1,166 @@
+"""Linear probes on a frozen backbone.
+
+Two protocols:
+
+- ``fast`` (default): features of a center view are extracted once and standardized;
+  a multinomial logistic regression is fitted with full-batch L-BFGS. The weight
+  decay is chosen on a held-out 10% of train, then the probe is refitted on all of
+  train. Seconds on a CPU, and deterministic.
+- ``paper``: the paper's protocol (SGD, momentum 0.9, lr 30 x batch/256, batch 256,
+  90 epochs, cosine schedule, no weight decay, RandomResizedCrop and flip on train,
+  a center view on test). Meant for a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from squeeze_span.data import BatchAugmentation, ImageDataset
+from squeeze_span.eval.features import extract_features
+from squeeze_span.eval.metrics import topk_accuracy
+from squeeze_span.runtime import autocast
+
+WEIGHT_DECAY_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+
+
+@dataclass
+class ProbeResult:
+    top1: float
+    top5: float
+    protocol: str
+    weight_decay: float = 0.0
+    validation_top1: dict[float, float] = field(default_factory=dict)
+
+
+def standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """Scale every feature to zero mean and unit variance, with statistics from `train` alone."""
+    mean = train.mean(dim=0)
+    std = train.std(dim=0).clamp_min(1e-6)
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def fit_logistic_regression(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int = 300
+) -> nn.Linear:
+    """Minimise mean cross-entropy + weight_decay/2 * ||W||^2 with full-batch L-BFGS from zero weights.
+
+    The objective is convex, so the result does not depend on initialisation or
+    batch order: the probe measures the features, not the optimiser's luck.
+    """
+    classifier = nn.Linear(features.shape[1], num_classes, device=features.device)
+    nn.init.zeros_(classifier.weight)
+    nn.init.zeros_(classifier.bias)
+    optimizer = torch.optim.LBFGS(
+        classifier.parameters(),
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-5,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(classifier(features), labels) + 0.5 * weight_decay * classifier.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return classifier
+
+
+def linear_probe_fast(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    weight_decays: Sequence[float] = WEIGHT_DECAY_GRID,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+) -> ProbeResult:
+    """Choose the weight decay on a held-out part of train, refit on all of train, score on test."""
+    labeled = train_labels >= 0
+    train_features, train_labels = train_features[labeled], train_labels[labeled]
+    if train_features.shape[0] < 2:
+        raise ValueError("the linear probe needs at least 2 labeled training images")
+    order = torch.randperm(train_features.shape[0], generator=torch.Generator().manual_seed(seed))
+    held_out = max(1, int(round(validation_fraction * train_features.shape[0])))
+    fit_index, val_index = order[held_out:].to(train_features.device), order[:held_out].to(train_features.device)
+
+    fit_x, val_x = standardize(train_features[fit_index], train_features[val_index])
+    validation_top1 = {}
+    for weight_decay in weight_decays:
+        classifier = fit_logistic_regression(fit_x, train_labels[fit_index], num_classes, weight_decay)
+        with torch.no_grad():
+            validation_top1[weight_decay] = topk_accuracy(classifier(val_x), train_labels[val_index], ks=(1,))["top1"]
+    best = max(validation_top1, key=validation_top1.get)
+
+    train_x, test_x = standardize(train_features, test_features)
+    classifier = fit_logistic_regression(train_x, train_labels, num_classes, best)
+    with torch.no_grad():
+        accuracy = topk_accuracy(classifier(test_x), test_labels)
+    return ProbeResult(accuracy["top1"], accuracy["top5"], "fast", best, validation_top1)
+
+
+def linear_probe_paper(
+    backbone: nn.Module,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    *,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    num_classes: int,
+    device: torch.device,
+    precision: str = "fp32",
+    epochs: int = 90,
+    batch_size: int = 256,
+    base_lr: float = 30.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> ProbeResult:
+    """The paper's linear evaluation: a linear layer trained by SGD on augmented views of frozen features."""
+    generator = torch.Generator().manual_seed(seed)
+    backbone.eval()
+    augmentation = BatchAugmentation(
+        size, mean, std, scale=(0.08, 1.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, flip_prob=0.5
+    )
+    labeled = torch.from_numpy(train_set.labels >= 0).nonzero().squeeze(1)
+    steps_per_epoch = math.ceil(len(labeled) / batch_size)
+    total_steps = epochs * steps_per_epoch
+    classifier = nn.Linear(backbone.feature_dim, num_classes, device=device)
+    lr = base_lr * batch_size / 256
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
+
+    bar = tqdm(total=total_steps, desc="linear probe (paper)", unit="step", disable=not progress)
+    for _ in range(epochs):
+        for index in labeled[torch.randperm(len(labeled), generator=generator)].split(batch_size):
+            images, labels = train_set.get_batch(index)
+            views = augmentation(images.to(device), generator=generator)
+            with torch.no_grad(), autocast(device, precision):
+                features = backbone(views.contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(classifier(features.float()), labels.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+
+    test_features, test_labels = extract_features(
+        backbone, test_set, size=size, mean=mean, std=std, device=device, precision=precision, progress=progress
+    )
+    with torch.no_grad():
+        accuracy = topk_accuracy(classifier(test_features), test_labels)
+    return ProbeResult(accuracy["top1"], accuracy["top5"], "paper")

@@ -1,0 +1,70 @@
+"""Probe a frozen backbone on a labeled dataset: the numbers every method is judged by."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+
+import torch
+from torch import nn
+
+from squeeze_span.data import DATASET_STATS, load_dataset
+from squeeze_span.data.augment import default_size
+from squeeze_span.eval.features import extract_features
+from squeeze_span.eval.knn import knn_accuracy
+from squeeze_span.eval.linear import linear_probe_fast, linear_probe_paper
+from squeeze_span.errors import ConfigError
+from squeeze_span.runtime import machine_description
+
+PROTOCOLS = ("fast", "paper")
+
+
+def probe_backbone(
+    backbone: nn.Module,
+    dataset: str,
+    root: str | os.PathLike | None = None,
+    *,
+    protocol: str = "fast",
+    knn: bool = False,
+    size: int | None = None,
+    device: torch.device,
+    precision: str = "fp32",
+    batch_size: int = 512,
+    progress: bool = True,
+) -> dict:
+    """Linear-probe (and optionally kNN-probe) `backbone` on the train/test splits of `dataset`.
+
+    Returns a JSON-ready dict: {"linear": {"top1", "top5", ...}, "knn": {...}, "seconds", ...}.
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol={protocol!r} is unknown; use one of {', '.join(PROTOCOLS)}")
+    started = time.perf_counter()
+    train_set = load_dataset(dataset, root, "train")
+    test_set = load_dataset(dataset, root, "test")
+    size = size or default_size(dataset, train_set.image_size[0])
+    mean, std = DATASET_STATS[dataset]
+    num_classes = len(train_set.classes)
+    backbone = backbone.to(device).to(memory_format=torch.channels_last).eval()
+    view = dict(size=size, mean=mean, std=std, device=device, precision=precision)
+
+    result: dict = {"dataset": dataset, "protocol": protocol, "image_size": size}
+    needs_features = protocol == "fast" or knn
+    if needs_features:
+        train_x, train_y = extract_features(
+            backbone, train_set, batch_size=batch_size, progress=progress, desc="features (train)", **view
+        )
+        test_x, test_y = extract_features(
+            backbone, test_set, batch_size=batch_size, progress=progress, desc="features (test)", **view
+        )
+    if protocol == "fast":
+        linear = linear_probe_fast(train_x, train_y, test_x, test_y, num_classes)
+    else:
+        linear = linear_probe_paper(backbone, train_set, test_set, num_classes=num_classes, progress=progress, **view)
+    result["linear"] = asdict(linear)
+    if knn:
+        labeled = train_y >= 0
+        result["knn"] = knn_accuracy(train_x[labeled], train_y[labeled], test_x, test_y, num_classes)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["machine"] = machine_description(device)
+    return result

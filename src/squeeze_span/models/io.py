@@ -1,0 +1,181 @@
+"""The exported-backbone format: one ``.safetensors`` file, no pickle.
+
+The file holds the backbone's state dict under torchvision's names, and its safetensors
+metadata holds, under the key ``squeeze_span``, a JSON object::
+
+    {"format": "squeeze-span-backbone", "version": 1,
+     "arch": "resnet18_cifar", "in_channels": 3, "width": 64, "num_classes": 0}
+
+from which :func:`load_backbone` rebuilds the model. A plain torchvision-named state dict
+in safetensors (timm's ResNet-18 files, for example) loads too when the caller names
+``arch``; the other arguments are read off the tensor shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from squeeze_span.errors import CheckpointError, ConfigError
+from squeeze_span.models.resnet import BACKBONES, ResNet, build_backbone
+
+FORMAT = "squeeze-span-backbone"
+VERSION = 1
+METADATA_KEY = "squeeze_span"
+EXPORT_HINT = "make one with `squeeze-span export`"
+# A torch.save file is a zip archive; a safetensors file starts with its header length.
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def save_backbone(model: ResNet, path: str | os.PathLike[str]) -> Path:
+    """Write ``model``'s state dict and build arguments to ``path`` (a ``.safetensors`` file); return the path.
+
+    The file is written next to its destination and then renamed into place, so a crash
+    never leaves a half-written backbone under the final name.
+    """
+    if not isinstance(model, ResNet):
+        raise TypeError(f"save_backbone expects a squeeze_span ResNet, got {type(model).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # safetensors wants contiguous CPU tensors; channels_last weights are not contiguous.
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    header = {"format": FORMAT, "version": VERSION, **model.config}
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    try:
+        save_file(tensors, temp_name, metadata={METADATA_KEY: json.dumps(header)})
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_backbone(path: str | os.PathLike[str], *, arch: str | None = None) -> ResNet:
+    """Rebuild the backbone saved at ``path`` and return it in eval mode.
+
+    ``arch`` is needed only for a safetensors file without squeeze-span metadata (a plain
+    torchvision-named state dict); for an exported backbone it must agree with the file.
+    Every problem with the file raises :class:`~squeeze_span.errors.CheckpointError`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; check the path, or {EXPORT_HINT}")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is a folder, not a backbone file; pass the .safetensors file inside it")
+    with path.open("rb") as file:
+        magic = file.read(len(ZIP_MAGIC))
+    if magic == ZIP_MAGIC:
+        # Where loading the backbone out of a training checkpoint will go.
+        raise CheckpointError(
+            f"{path} is a torch.save file (a training checkpoint?), not an exported backbone; "
+            f"{EXPORT_HINT}"
+        )
+    metadata, tensors = _read_safetensors(path)
+    config = _backbone_config(path, metadata, tensors, arch)
+    try:
+        model = build_backbone(config.pop("arch"), **config)
+    except ConfigError as error:
+        raise CheckpointError(f"{path} describes a backbone that cannot be built ({error}); {EXPORT_HINT}") from error
+    if METADATA_KEY in metadata:
+        fix = "the weights do not match the file's metadata; re-export it with `squeeze-span export`"
+    else:
+        fix = f"check that it is a torchvision-named ResNet-18 state dict for arch={arch!r}"
+    _check_keys(path, model, tensors, fix)
+    model.load_state_dict(tensors, strict=True)
+    return model.eval()
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    try:
+        with safe_open(path, framework="pt") as file:
+            metadata = file.metadata() or {}
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a safetensors file or is corrupt ({reason}); {EXPORT_HINT}"
+        ) from error
+    return metadata, tensors
+
+
+def _backbone_config(
+    path: Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor], arch: str | None
+) -> dict[str, Any]:
+    """The ``build_backbone`` arguments, from the file's metadata or, failing that, from ``arch`` and the shapes."""
+    if arch is not None and arch not in BACKBONES:
+        raise CheckpointError(f"unknown arch {arch!r} for {path}; valid: {', '.join(sorted(BACKBONES))}")
+    if METADATA_KEY not in metadata:
+        if arch is None:
+            raise CheckpointError(
+                f"{path} is a safetensors file but not a squeeze-span backbone (no {METADATA_KEY!r} metadata); "
+                f"{EXPORT_HINT}, or pass arch= to load a torchvision-named ResNet-18 state dict"
+            )
+        return _config_from_shapes(path, tensors, arch)
+
+    try:
+        header = json.loads(metadata[METADATA_KEY])
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} has unreadable squeeze-span metadata ({error}); {EXPORT_HINT}") from error
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a squeeze-span backbone (metadata format is not {FORMAT!r}); {EXPORT_HINT}"
+        )
+    if header.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} is backbone format version {header.get('version')!r}, but this squeeze-span reads "
+            f"version {VERSION}; use the squeeze-span version that wrote it, or re-export it"
+        )
+    config = {name: header.get(name) for name in ("arch", "in_channels", "width", "num_classes")}
+    if config["arch"] not in BACKBONES:
+        raise CheckpointError(
+            f"{path} names unknown arch {config['arch']!r}; valid: {', '.join(sorted(BACKBONES))}; {EXPORT_HINT}"
+        )
+    for name in ("in_channels", "width", "num_classes"):
+        if isinstance(config[name], bool) or not isinstance(config[name], int):
+            raise CheckpointError(f"{path} has no valid {name!r} in its metadata; {EXPORT_HINT}")
+    if arch is not None and arch != config["arch"]:
+        raise CheckpointError(
+            f"{path} holds a {config['arch']} backbone, not {arch}; pass arch={config['arch']!r} or leave it out"
+        )
+    return config
+
+
+def _config_from_shapes(path: Path, tensors: dict[str, torch.Tensor], arch: str) -> dict[str, Any]:
+    conv1 = tensors.get("conv1.weight")
+    if conv1 is None or conv1.dim() != 4:
+        raise CheckpointError(
+            f"{path} has no 4-d 'conv1.weight', so it is not a torchvision-named ResNet-18 state dict; {EXPORT_HINT}"
+        )
+    fc = tensors.get("fc.weight")
+    return {
+        "arch": arch,
+        "in_channels": conv1.shape[1],
+        "width": conv1.shape[0],
+        "num_classes": 0 if fc is None else fc.shape[0],
+    }
+
+
+def _check_keys(path: Path, model: ResNet, tensors: dict[str, torch.Tensor], fix: str) -> None:
+    """Name the first key that does not fit, rather than the list ``load_state_dict`` would print."""
+    expected = model.state_dict()
+    config = model.config
+    describe = f"{model.arch} (in_channels={config['in_channels']}, width={config['width']})"
+    for key, value in expected.items():
+        if key not in tensors:
+            raise CheckpointError(f"{path} lacks {key!r}, which {describe} needs; {fix}")
+        if tensors[key].shape != value.shape:
+            raise CheckpointError(
+                f"{path}: {key!r} has shape {list(tensors[key].shape)} but {describe} needs "
+                f"{list(value.shape)}; {fix}"
+            )
+    for key in sorted(tensors):
+        if key not in expected:
+            raise CheckpointError(f"{path} has unexpected key {key!r}, which {describe} lacks; {fix}")

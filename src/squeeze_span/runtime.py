@@ -1,0 +1,55 @@
+"""Device, precision and a one-line description of the machine, shared by training, evaluation and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+
+import torch
+
+from squeeze_span.errors import ConfigError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks the first CUDA GPU when one is visible, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass: bf16 autocast runs 3-4x faster on AMX CPUs and on GPUs.
+
+    fp16 is for GPUs only (CPUs have no fast fp16 path), and needs a GradScaler when training.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    if dtype is torch.float16 and device.type != "cuda":
+        raise ConfigError("precision=fp16 needs a CUDA device; use precision=bf16 on CPU")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description(device: torch.device | None = None) -> str:
+    """E.g. 'Intel Xeon ... (2 cores), torch 2.13.0+cpu' or '... + NVIDIA H100 80GB HBM3'."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    text = f"{cpu_model()} ({cores} cores), torch {torch.__version__}"
+    if device is not None and device.type == "cuda":
+        text += f", {torch.cuda.get_device_name(device)}"
+    return text

@@ -1,0 +1,251 @@
+"""The exported-backbone format: round trips, its metadata, and every way a file can be wrong."""
+
+import json
+import re
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from squeeze_span.errors import CheckpointError
+from squeeze_span.models import io, load_backbone, resnet18, resnet18_cifar, save_backbone
+
+
+def _trained(model):
+    """A model whose BN running statistics and counters are no longer the defaults."""
+    torch.manual_seed(1)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(4, model.config["in_channels"], 32, 32))
+    return model.eval()
+
+
+def _metadata(path):
+    with safe_open(path, framework="pt") as file:
+        return file.metadata()
+
+
+def _header(**changes):
+    header = {"format": "squeeze-span-backbone", "version": 1, "arch": "resnet18_cifar", "in_channels": 3,
+              "width": 8, "num_classes": 0}
+    header.update(changes)
+    return {"squeeze_span": json.dumps(header)}
+
+
+@pytest.mark.parametrize(("factory", "num_classes"), [(resnet18_cifar, 0), (resnet18, 10)])
+def test_round_trip_gives_same_outputs(tmp_path, factory, num_classes):
+    model = _trained(factory(in_channels=2, width=8, num_classes=num_classes))
+    path = save_backbone(model, tmp_path / "backbone.safetensors")
+    loaded = load_backbone(path)
+    assert not loaded.training
+    assert loaded.config == model.config
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert loaded.state_dict()["bn1.num_batches_tracked"].item() == 2
+    x = torch.randn(3, 2, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_metadata_is_recorded(tmp_path):
+    path = save_backbone(resnet18(in_channels=1, width=16, num_classes=5), tmp_path / "b.safetensors")
+    assert json.loads(_metadata(path)["squeeze_span"]) == {
+        "format": "squeeze-span-backbone",
+        "version": 1,
+        "arch": "resnet18",
+        "in_channels": 1,
+        "width": 16,
+        "num_classes": 5,
+    }
+
+
+def test_fc_saved_only_when_linear(tmp_path):
+    without = save_backbone(resnet18_cifar(width=8), tmp_path / "without.safetensors")
+    with_fc = save_backbone(resnet18_cifar(width=8, num_classes=3), tmp_path / "with.safetensors")
+    with safe_open(without, framework="pt") as file:
+        assert not [key for key in file.keys() if key.startswith("fc.")]
+        assert len(list(file.keys())) == 120
+    with safe_open(with_fc, framework="pt") as file:
+        assert file.get_tensor("fc.weight").shape == (3, 64)
+
+
+def test_channels_last_model_saves(tmp_path):
+    model = resnet18_cifar(width=8).to(memory_format=torch.channels_last)
+    loaded = load_backbone(save_backbone(model, tmp_path / "b.safetensors"))
+    assert torch.equal(loaded.conv1.weight, model.conv1.weight)
+
+
+def test_save_overwrites_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "nested" / "b.safetensors"
+    save_backbone(resnet18_cifar(width=8), path)
+    save_backbone(resnet18_cifar(width=4), path)
+    assert load_backbone(path).config["width"] == 4
+    assert [child.name for child in path.parent.iterdir()] == ["b.safetensors"]
+
+
+def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
+    def broken_save_file(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io, "save_file", broken_save_file)
+    with pytest.raises(OSError, match="disk full"):
+        save_backbone(resnet18_cifar(width=8), tmp_path / "b.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_refuses_other_modules(tmp_path):
+    with pytest.raises(TypeError, match="expects a squeeze_span ResNet, got Linear"):
+        save_backbone(torch.nn.Linear(2, 2), tmp_path / "b.safetensors")
+
+
+def test_plain_torchvision_state_dict_loads_with_arch(tmp_path):
+    model = _trained(resnet18_cifar(in_channels=1, width=8, num_classes=7))
+    path = tmp_path / "plain.safetensors"
+    save_file(model.state_dict(), path)
+    loaded = load_backbone(path, arch="resnet18_cifar")
+    assert loaded.config == {"arch": "resnet18_cifar", "in_channels": 1, "width": 8, "num_classes": 7}
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_plain_state_dict_with_wrong_arch_names_conv1(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file(resnet18_cifar(width=8).state_dict(), path)
+    message = (f"{path}: 'conv1.weight' has shape [8, 3, 3, 3] but resnet18 (in_channels=3, width=8) needs "
+               "[8, 3, 7, 7]; check that it is a torchvision-named ResNet-18 state dict for arch='resnet18'")
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
+        load_backbone(path, arch="resnet18")
+
+
+# Error cases: each message names the file and the fix.
+
+
+def _expect(path, pattern, **kwargs):
+    with pytest.raises(CheckpointError) as caught:
+        load_backbone(path, **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert re.search(pattern, message), message
+    return message
+
+
+def test_missing_file(tmp_path):
+    _expect(tmp_path / "nope.safetensors", r"does not exist; check the path, or make one with `squeeze-span export`")
+
+
+def test_folder(tmp_path):
+    _expect(tmp_path, r"is a folder, not a backbone file")
+
+
+def test_garbage_is_not_safetensors(tmp_path):
+    path = tmp_path / "b.safetensors"
+    path.write_bytes(b"hello, this is not a safetensors file at all")
+    _expect(path, r"is not a safetensors file or is corrupt \(.+\); make one with `squeeze-span export`$")
+
+
+def test_empty_file_is_not_safetensors(tmp_path):
+    path = tmp_path / "b.safetensors"
+    path.write_bytes(b"")
+    _expect(path, r"is not a safetensors file or is corrupt")
+
+
+def test_truncated_file_is_corrupt(tmp_path):
+    path = save_backbone(resnet18_cifar(width=8), tmp_path / "b.safetensors")
+    path.write_bytes(path.read_bytes()[:-100])
+    _expect(path, r"is not a safetensors file or is corrupt")
+
+
+def test_torch_save_file_is_named_as_such(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"student": resnet18_cifar(width=4).state_dict()}, path)
+    _expect(path, r"is a torch\.save file \(a training checkpoint\?\), not an exported backbone; "
+                  r"make one with `squeeze-span export`$")
+
+
+def test_safetensors_without_our_metadata(tmp_path):
+    path = tmp_path / "b.safetensors"
+    save_file(resnet18_cifar(width=8).state_dict(), path, metadata={"format": "pt"})
+    _expect(path, r"is a safetensors file but not a squeeze-span backbone \(no 'squeeze_span' metadata\); "
+                  r"make one with `squeeze-span export`, or pass arch= to load a torchvision-named")
+
+
+def test_unreadable_metadata(tmp_path):
+    path = tmp_path / "b.safetensors"
+    save_file(resnet18_cifar(width=8).state_dict(), path, metadata={"squeeze_span": "{not json"})
+    _expect(path, r"has unreadable squeeze-span metadata")
+
+
+def test_wrong_format(tmp_path):
+    path = tmp_path / "b.safetensors"
+    save_file(resnet18_cifar(width=8).state_dict(), path, metadata=_header(format="something-else"))
+    _expect(path, r"is not a squeeze-span backbone \(metadata format is not 'squeeze-span-backbone'\)")
+
+
+def test_newer_version(tmp_path):
+    path = tmp_path / "b.safetensors"
+    save_file(resnet18_cifar(width=8).state_dict(), path, metadata=_header(version=2))
+    _expect(path, r"is backbone format version 2, but this squeeze-span reads version 1; "
+                  r"use the squeeze-span version that wrote it")
+
+
+def test_unknown_arch_in_metadata(tmp_path):
+    path = tmp_path / "b.safetensors"
+    save_file(resnet18_cifar(width=8).state_dict(), path, metadata=_header(arch="resnet50"))
+    _expect(path, r"names unknown arch 'resnet50'; valid: resnet18, resnet18_cifar")
+
+
+def test_bad_width_in_metadata(tmp_path):
+    path = tmp_path / "b.safetensors"
+    save_file(resnet18_cifar(width=8).state_dict(), path, metadata=_header(width="8"))
+    _expect(path, r"has no valid 'width' in its metadata")
+
+
+def test_impossible_width_in_metadata(tmp_path):
+    path = tmp_path / "b.safetensors"
+    save_file(resnet18_cifar(width=8).state_dict(), path, metadata=_header(width=0))
+    _expect(path, r"describes a backbone that cannot be built \(resnet18_cifar: width must be an integer >= 1, got 0\)")
+
+
+def test_shape_mismatch_names_first_key(tmp_path):
+    path = tmp_path / "b.safetensors"
+    save_file(resnet18_cifar(width=16).state_dict(), path, metadata=_header(width=8))
+    _expect(path, r": 'conv1\.weight' has shape \[16, 3, 3, 3\] but resnet18_cifar \(in_channels=3, width=8\) "
+                  r"needs \[8, 3, 3, 3\]; the weights do not match the file's metadata")
+
+
+def test_missing_key_is_named(tmp_path):
+    path = tmp_path / "b.safetensors"
+    state = resnet18_cifar(width=8).state_dict()
+    del state["layer3.0.downsample.1.running_var"]
+    save_file(state, path, metadata=_header())
+    _expect(path, r"lacks 'layer3\.0\.downsample\.1\.running_var', which resnet18_cifar")
+
+
+def test_unexpected_key_is_named(tmp_path):
+    path = tmp_path / "b.safetensors"
+    state = resnet18_cifar(width=8).state_dict()
+    state["projector.weight"] = torch.zeros(2, 2)
+    save_file(state, path, metadata=_header())
+    _expect(path, r"has unexpected key 'projector\.weight', which resnet18_cifar .* lacks")
+
+
+def test_fc_without_num_classes_is_unexpected(tmp_path):
+    path = tmp_path / "b.safetensors"
+    save_file(resnet18_cifar(width=8, num_classes=3).state_dict(), path, metadata=_header(num_classes=0))
+    _expect(path, r"has unexpected key 'fc\.bias'")
+
+
+def test_arch_disagreeing_with_metadata(tmp_path):
+    path = save_backbone(resnet18_cifar(width=8), tmp_path / "b.safetensors")
+    _expect(path, r"holds a resnet18_cifar backbone, not resnet18; pass arch='resnet18_cifar' or leave it out",
+            arch="resnet18")
+
+
+def test_unknown_arch_argument(tmp_path):
+    path = save_backbone(resnet18_cifar(width=8), tmp_path / "b.safetensors")
+    _expect(path, r"unknown arch 'resnet19' for .*; valid: resnet18, resnet18_cifar", arch="resnet19")
