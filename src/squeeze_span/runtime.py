@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import platform
 
@@ -46,10 +47,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_description(device: torch.device | None = None) -> str:
-    """E.g. 'Intel Xeon ... (2 cores), torch 2.13.0+cpu' or '... + NVIDIA H100 80GB HBM3'."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"{cpu_model()} ({cores} cores), torch {torch.__version__}"
+def machine_info(device: torch.device | None = None) -> dict[str, object]:
+    """What a results file records about the machine it was measured on."""
+    info: dict[str, object] = {
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     if device is not None and device.type == "cuda":
-        text += f", {torch.cuda.get_device_name(device)}"
-    return text
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def machine_description(device: torch.device | None = None) -> str:
+    """E.g. 'AMD EPYC (2 cores), torch 2.13.0+cpu', with the GPU's name when `device` is one."""
+    info = machine_info(device)
+    text = f"{info['cpu']} ({info['cores']} cores), torch {info['torch']}"
+    return text + (f", {info['gpu']}" if "gpu" in info else "")

@@ -431,6 +431,16 @@ def test_imagefolder_grayscale_keeps_one_channel(tmp_path):
     assert_items_match(dataset, images, [0, 1])
 
 
+def test_imagefolder_split_subfolders(tmp_path):
+    images = random_images(3, 1, 6)
+    for split, image in [("train", images[0]), ("train", images[1]), ("test", images[2])]:
+        folder = tmp_path / split / "only_class"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0]).save(folder / f"{len(list(folder.iterdir()))}.png")
+    assert_items_match(load_dataset("imagefolder", tmp_path, "train"), images[:2], [0, 0])
+    assert_items_match(load_dataset("imagefolder", tmp_path, "test"), images[2:], [0])
+
+
 def test_imagefolder_errors(tmp_path):
     with pytest.raises(DatasetError, match="imagefolder has no default folder; pass --data"):
         load_dataset("imagefolder")
@@ -438,7 +448,9 @@ def test_imagefolder_errors(tmp_path):
         load_dataset("imagefolder", tmp_path / "missing")
     with pytest.raises(DatasetError, match="holds no class_name"):
         load_dataset("imagefolder", tmp_path)
-    with pytest.raises(DatasetError, match="unknown split 'test' for imagefolder; choose one of train"):
+    with pytest.raises(DatasetError, match="unknown split 'extra' for imagefolder; choose one of train, val, test"):
+        load_dataset("imagefolder", tmp_path, "extra")
+    with pytest.raises(DatasetError, match=f"^{tmp_path}/test is missing; give the test split as a folder"):
         load_dataset("imagefolder", tmp_path, "test")
     (tmp_path / "a").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "a" / "1.png")

@@ -12,9 +12,9 @@ Formats (``root`` holds):
 - ``stl10``: ``stl10_binary/`` (raw column-major .bin files, memory-mapped;
   splits train, test, unlabeled, train+unlabeled)
 - ``fashion_mnist``: the four IDX files, gzipped or not (splits train, test)
-- ``imagefolder``: ``class_name/*.png|*.jpg|*.jpeg``; the folder itself is the
-  split, so only the default split "train" is accepted (point ``root`` at another
-  folder to load another split)
+- ``imagefolder``: ``class_name/*.png|*.jpg|*.jpeg``; a split is the sub-folder
+  ``root/<split>/`` when there is one (``train/``, ``val/``, ``test/``), else the
+  folder itself is the train split
 
 Downloaded pickles are untrusted: they are read with :class:`RestrictedUnpickler`,
 which refuses every global outside an allow-list instead of running it.
@@ -65,7 +65,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "cifar100": ("train", "test"),
     "stl10": ("train", "test", "unlabeled", "train+unlabeled"),
     "fashion_mnist": ("train", "test"),
-    "imagefolder": ("train",),
+    "imagefolder": ("train", "val", "test"),
 }
 
 FASHION_MNIST_CLASSES = [
@@ -252,8 +252,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if split not in SPLITS[name]:
-        hint = "; the folder itself is the split: pass another folder as the root" if name == "imagefolder" else ""
-        raise DatasetError(f"unknown split {split!r} for {name}; choose one of {', '.join(SPLITS[name])}{hint}")
+        raise DatasetError(f"unknown split {split!r} for {name}; choose one of {', '.join(SPLITS[name])}")
     if root is None:
         root = DEFAULT_ROOTS[name]
         if root is None:
@@ -465,6 +464,10 @@ def _read_imagefolder(root: Path, split: str) -> ImageDataset:
 
     fix = f"pass --data with {_IMAGEFOLDER_LAYOUT}"
     _require(root, fix)
+    if (root / split).is_dir():
+        root = root / split
+    elif split != "train":
+        raise DatasetError(f"{root / split} is missing; give the {split} split as {_IMAGEFOLDER_LAYOUT}")
     classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
     files = [
         (path, label)

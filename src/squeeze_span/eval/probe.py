@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from squeeze_span.data import DATASET_STATS, load_dataset
-from squeeze_span.data.augment import default_size
+from squeeze_span.data.augment import DEFAULT_SIZES
 from squeeze_span.eval.features import extract_features
 from squeeze_span.eval.knn import knn_accuracy
 from squeeze_span.eval.linear import linear_probe_fast, linear_probe_paper
@@ -42,7 +42,7 @@ def probe_backbone(
     started = time.perf_counter()
     train_set = load_dataset(dataset, root, "train")
     test_set = load_dataset(dataset, root, "test")
-    size = size or default_size(dataset, train_set.image_size[0])
+    size = size or DEFAULT_SIZES.get(dataset, train_set.image_size[0])
     mean, std = DATASET_STATS[dataset]
     num_classes = len(train_set.classes)
     backbone = backbone.to(device).to(memory_format=torch.channels_last).eval()

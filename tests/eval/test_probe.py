@@ -1,0 +1,28 @@
+import pytest
+import torch
+
+from squeeze_span.data import DATASET_STATS, load_dataset
+from squeeze_span.errors import ConfigError
+from squeeze_span.eval import linear_probe_paper
+from squeeze_span.eval.probe import probe_backbone
+from squeeze_span.models import resnet18_cifar
+
+
+def test_paper_protocol_learns_a_separable_set(learnable_fashion_mnist):
+    torch.manual_seed(0)
+    mean, std = DATASET_STATS["fashion_mnist"]
+    result = linear_probe_paper(
+        resnet18_cifar(in_channels=1, width=4),
+        load_dataset("fashion_mnist", learnable_fashion_mnist, "train"),
+        load_dataset("fashion_mnist", learnable_fashion_mnist, "test"),
+        size=32, mean=mean, std=std, num_classes=10, device=torch.device("cpu"),
+        epochs=3, batch_size=32, base_lr=1.0, progress=False,
+    )  # fmt: skip
+    assert result.protocol == "paper"
+    assert result.top1 > 90.0
+
+
+def test_unknown_protocol_is_a_config_error(learnable_fashion_mnist):
+    with pytest.raises(ConfigError, match="protocol='best' is unknown; use one of fast, paper"):
+        probe_backbone(resnet18_cifar(in_channels=1, width=4), "fashion_mnist", learnable_fashion_mnist,
+                       protocol="best", device=torch.device("cpu"))  # fmt: skip

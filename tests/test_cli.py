@@ -1,0 +1,50 @@
+import json
+
+import pytest
+import torch
+
+from squeeze_span.cli import main
+from squeeze_span.models import resnet18_cifar, save_backbone
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "probe" in capsys.readouterr().out
+
+
+def test_probe_random_init_on_real_format_data(learnable_fashion_mnist, tmp_path, capsys):
+    out = tmp_path / "probe.json"
+    args = ["probe", "--random-init", "resnet18_cifar", "--width", "4", "--dataset", "fashion_mnist"]
+    code = main([*args, "--data", str(learnable_fashion_mnist), "--knn", "--json", str(out), "--no-progress"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["linear"]["top1"] > 95.0
+    assert result["knn"]["top1"] > 95.0
+    assert result["image_size"] == 32 and result["protocol"] == "fast"
+    printed = capsys.readouterr().out
+    assert "linear" in printed and f"{result['linear']['top1']:.2f}" in printed
+
+
+def test_probe_an_exported_backbone(learnable_fashion_mnist, tmp_path):
+    torch.manual_seed(0)
+    path = save_backbone(resnet18_cifar(in_channels=1, width=4), tmp_path / "backbone.safetensors")
+    out = tmp_path / "probe.json"
+    args = ["probe", str(path), "--dataset", "fashion_mnist", "--data", str(learnable_fashion_mnist)]
+    assert main([*args, "--json", str(out), "--no-progress", "--precision", "fp32"]) == 0
+    assert json.loads(out.read_text())["linear"]["top1"] > 95.0
+
+
+def test_missing_dataset_is_one_line_and_status_2(tmp_path, capsys):
+    args = ["probe", "--random-init", "resnet18_cifar", "--dataset", "cifar10", "--data", str(tmp_path / "nowhere")]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(f"DatasetError: {tmp_path}/nowhere/cifar-10-batches-py is missing; download CIFAR-10")
+
+
+def test_missing_checkpoint_is_one_line_and_status_2(tmp_path, capsys):
+    assert main(["probe", str(tmp_path / "none.safetensors"), "--dataset", "fashion_mnist"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("CheckpointError:")
