@@ -26,3 +26,14 @@ def learnable_fashion_mnist(tmp_path: Path) -> Path:
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images, 2051)
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels, 2049)
     return tmp_path
+
+
+FIXTURES = SHARED / "fixtures" / "stylegan2_ada"
+
+
+@pytest.fixture
+def stylegan2_fixture() -> Path:
+    """NVIDIA's reference pickle and outputs, from ../shared beside the checkout."""
+    if not (FIXTURES / "tiny_uncond.pkl").exists():
+        pytest.skip(f"the StyleGAN2-ADA fixture is absent ({FIXTURES}); these checks need ../shared beside the checkout")
+    return FIXTURES

@@ -48,3 +48,33 @@ def test_missing_checkpoint_is_one_line_and_status_2(tmp_path, capsys):
     assert main(["probe", str(tmp_path / "none.safetensors"), "--dataset", "fashion_mnist"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("CheckpointError:")
+
+
+def test_convert_gan_then_sample_gan_writes_a_grid(stylegan2_fixture, tmp_path, capsys):
+    out_dir = tmp_path / "teacher"
+    assert main(["convert-gan", str(stylegan2_fixture / "tiny_uncond.pkl"), str(out_dir)]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "D.json", "D.safetensors", "G.json", "G.safetensors", "G_ema.json", "G_ema.safetensors",
+    ]  # fmt: skip
+    grid = tmp_path / "grid.png"
+    assert main(["sample-gan", str(out_dir), "--n", "6", "--columns", "3", "--out", str(grid)]) == 0
+    from PIL import Image
+
+    with Image.open(grid) as image:
+        assert image.size == (3 * 34 + 2, 2 * 34 + 2) and image.mode == "RGB"
+
+
+def test_convert_gan_refuses_an_unsafe_pickle_in_one_line(tmp_path, capsys):
+    import os
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"G": Payload()}))
+    assert main(["convert-gan", str(evil), str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("UnsafePickleError:") and "posix.system" in error and error.count("\n") == 1
+    assert not (tmp_path / "pwned").exists()

@@ -55,6 +55,32 @@ def _probe(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
+def _convert_gan(args: argparse.Namespace) -> None:
+    from squeeze_span.generators import load_networks, save_network
+
+    networks = {name: value for name, value in load_networks(args.pickle).items() if isinstance(value, torch.nn.Module)}
+    for name, network in networks.items():
+        path = save_network(network, args.out_dir, name)
+        print(f"{name}: {type(network).__name__} -> {path} (+ {path.with_suffix('.json').name})")
+
+
+def _sample_gan(args: argparse.Namespace) -> None:
+    from squeeze_span.eval.plots import save_image_grid
+    from squeeze_span.generators import Teacher, load_generator
+    from squeeze_span.runtime import resolve_device
+
+    teacher = Teacher(
+        load_generator(args.model),
+        device=resolve_device(args.device),
+        precision=args.precision,
+        truncation_psi=args.truncation,
+        noise_mode=args.noise_mode,
+        seed=args.seed,
+    )
+    images = teacher.sample(args.n).images
+    print(f"wrote {save_image_grid(images, args.out, args.columns)}: {args.n} samples of {tuple(images.shape[1:])}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from squeeze_span.data import DATASETS
     from squeeze_span.models import BACKBONES
@@ -86,6 +112,32 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     probe.add_argument("--no-progress", action="store_true", help="hide progress bars")
     probe.set_defaults(run=_probe)
+
+    convert = commands.add_parser(
+        "convert-gan",
+        help="convert a StyleGAN2-ADA pickle to safetensors + JSON, loadable without any pickle",
+        description="Read a stylegan2-ada-pytorch pickle without running its code; write each network "
+        "(G, G_ema, D) as NAME.safetensors plus NAME.json (its init kwargs).",
+    )
+    convert.add_argument("pickle", metavar="IN.pkl")
+    convert.add_argument("out_dir", metavar="OUT_DIR")
+    convert.set_defaults(run=_convert_gan)
+
+    sample = commands.add_parser(
+        "sample-gan",
+        help="write a grid of a generator's samples as PNG, to look at a teacher",
+        description="Sample a generator (a .pkl, a convert-gan folder, or package.module:factory) into a PNG grid.",
+    )
+    sample.add_argument("model", metavar="MODEL")
+    sample.add_argument("--n", type=int, default=64, help="number of samples")
+    sample.add_argument("--out", default="grid.png")
+    sample.add_argument("--columns", type=int, help="images per row (default: a square grid)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--truncation", type=float, default=1.0, help="truncation psi (StyleGAN2)")
+    sample.add_argument("--noise-mode", choices=("const", "random", "none"), default="const")
+    sample.add_argument("--device", default="auto")
+    sample.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    sample.set_defaults(run=_sample_gan)
     return parser
 
 

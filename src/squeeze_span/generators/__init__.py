@@ -1,0 +1,22 @@
+"""Teachers: pretrained generators (StyleGAN2-ADA and others), loaded safely, with feature taps."""
+
+from squeeze_span.errors import UnsafePickleError
+from squeeze_span.generators.loading import (
+    load_generator,
+    load_networks,
+    load_stylegan2_pkl,
+    save_network,
+)
+from squeeze_span.generators.teacher import DEFAULT_FEATURES, LATENT_FEATURES, Teacher, TeacherSample
+
+__all__ = [
+    "DEFAULT_FEATURES",
+    "LATENT_FEATURES",
+    "Teacher",
+    "TeacherSample",
+    "UnsafePickleError",
+    "load_generator",
+    "load_networks",
+    "load_stylegan2_pkl",
+    "save_network",
+]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from squeeze_span.errors import CheckpointError, ConfigError
+from squeeze_span.fileio import atomic_write
 from squeeze_span.models.resnet import BACKBONES, ResNet, build_backbone
 
 FORMAT = "squeeze-span-backbone"
@@ -43,18 +43,11 @@ def save_backbone(model: ResNet, path: str | os.PathLike[str]) -> Path:
     if not isinstance(model, ResNet):
         raise TypeError(f"save_backbone expects a squeeze_span ResNet, got {type(model).__name__}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # safetensors wants contiguous CPU tensors; channels_last weights are not contiguous.
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     header = {"format": FORMAT, "version": VERSION, **model.config}
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        save_file(tensors, temp_name, metadata={METADATA_KEY: json.dumps(header)})
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as temp:
+        save_file(tensors, temp, metadata={METADATA_KEY: json.dumps(header)})
     return path
 
 

@@ -1,0 +1,142 @@
+"""Load generators from NVIDIA's pickles, from our safe format, or from a Python factory.
+
+Our safe format is a folder holding, for each network (``G``, ``G_ema``, ``D``), a pair
+
+- ``<name>.safetensors``: the state dict under NVIDIA's names;
+- ``<name>.json``: ``{"format": "squeeze-span-stylegan2", "version": 1,
+  "class_name": "Generator", "init_args": [], "init_kwargs": {...}}``.
+
+A converted teacher thus loads without any pickle. ``squeeze-span convert-gan`` writes it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from squeeze_span.errors import CheckpointError, ConfigError
+from squeeze_span.fileio import atomic_write
+from squeeze_span.generators.safe_pickle import PickledModule, read_stylegan2_pkl
+from squeeze_span.generators.stylegan2 import build_network
+
+FORMAT = "squeeze-span-stylegan2"
+VERSION = 1
+NETWORK_NAMES = ("G_ema", "G", "D")  # in the order a teacher is looked for
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def load_stylegan2_pkl(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The networks ('G', 'D', 'G_ema') of a stylegan2-ada-pytorch pickle, built with our implementation.
+
+    Nothing in the file is executed (see :mod:`squeeze_span.generators.safe_pickle`).
+    Other entries (``training_set_kwargs``) come back as plain data; ``augment_pipe`` is
+    dropped, since squeeze-span never trains with NVIDIA's augmentation pipeline.
+    """
+    networks: dict[str, Any] = {}
+    for key, value in read_stylegan2_pkl(path).items():
+        if key in NETWORK_NAMES and isinstance(value, PickledModule):
+            networks[key] = build_network(value.class_name, value.init_kwargs, value.init_args, value.state_dict)
+        elif not isinstance(value, PickledModule):
+            networks[key] = value
+    return networks
+
+
+def save_network(network: nn.Module, folder: str | os.PathLike[str], name: str) -> Path:
+    """Write ``network`` as ``folder/name.safetensors`` and ``folder/name.json``; return the weights' path."""
+    folder = Path(folder)
+    description = {
+        "format": FORMAT,
+        "version": VERSION,
+        "class_name": type(network).__name__,
+        "init_args": [],
+        "init_kwargs": network.init_kwargs,
+    }
+    tensors = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
+    weights = folder / f"{name}.safetensors"
+    with atomic_write(weights) as temp:
+        save_file(tensors, temp)
+    with atomic_write(folder / f"{name}.json") as temp:
+        temp.write_text(json.dumps(description, indent=2) + "\n")
+    return weights
+
+
+def load_network(weights: str | os.PathLike[str]) -> nn.Module:
+    """Load one network of our safe format from its ``.safetensors`` file (its ``.json`` lies beside it)."""
+    weights = Path(weights)
+    description_path = weights.with_suffix(".json")
+    for path in (weights, description_path):
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing; convert the pickle with `squeeze-span convert-gan IN.pkl OUT_DIR`")
+    try:
+        description = json.loads(description_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{description_path} is not valid JSON ({error}); convert the pickle again") from None
+    if not isinstance(description, dict) or description.get("format") != FORMAT:
+        raise CheckpointError(f"{description_path} is not a squeeze-span generator description (format {FORMAT!r})")
+    if description.get("version") != VERSION:
+        raise CheckpointError(
+            f"{description_path} has format version {description.get('version')!r}; this squeeze-span reads {VERSION}"
+        )
+    try:
+        state_dict = load_file(weights)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{weights} is not a safetensors file or is corrupt ({error}); convert again") from None
+    return build_network(
+        description["class_name"], description["init_kwargs"], description.get("init_args", ()), state_dict
+    )
+
+
+def load_networks(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Every network in a pickle, in a folder of our format, or in one ``.safetensors`` file of it."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; pass a StyleGAN2-ADA .pkl or a folder from `squeeze-span convert-gan`")
+    if path.is_dir():
+        found = {name: load_network(path / f"{name}.safetensors") for name in NETWORK_NAMES
+                 if (path / f"{name}.safetensors").exists()}  # fmt: skip
+        if not found:
+            raise CheckpointError(
+                f"{path} holds none of {', '.join(n + '.safetensors' for n in NETWORK_NAMES)}; "
+                "make it with `squeeze-span convert-gan IN.pkl OUT_DIR`"
+            )
+        return found
+    if path.suffix == ".safetensors":
+        return {path.stem: load_network(path)}
+    return load_stylegan2_pkl(path)
+
+
+def load_generator(spec: str | os.PathLike[str]) -> nn.Module:
+    """The generator a teacher uses: G_ema (else G) from a pickle or our format, or ``package.module:factory``.
+
+    A factory is any importable callable returning a module with StyleGAN's call,
+    ``G(z, c)``, and a ``z_dim`` attribute (``c_dim`` defaults to 0): AutoGAN- and
+    BigGAN-style generators plug in unchanged.
+    """
+    text = str(spec)
+    if FACTORY_PATTERN.match(text) and not Path(text).exists():
+        return _generator_from_factory(text)
+    networks = load_networks(spec)
+    for name in ("G_ema", "G"):
+        if isinstance(networks.get(name), nn.Module):
+            return networks[name]
+    raise CheckpointError(f"{spec} holds no generator (G_ema or G), only: {', '.join(map(str, networks)) or 'nothing'}")
+
+
+def _generator_from_factory(spec: str) -> nn.Module:
+    module_name, factory_name = spec.split(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"cannot import the generator factory {spec!r} ({error}); check the package.module:name path") from None
+    generator = factory()
+    if not isinstance(generator, nn.Module) or not isinstance(getattr(generator, "z_dim", None), int):
+        raise ConfigError(f"{spec}() must return a torch module with an integer z_dim attribute and a (z, c) call")
+    return generator

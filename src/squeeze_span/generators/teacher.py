@@ -1,0 +1,128 @@
+"""A teacher: a frozen generator that renders images and records its intermediate features.
+
+Features are taken by forward hooks on the modules whose names match a regex, so any
+generator works, not only StyleGAN2:
+
+- ``synthesis\\.b\\d+$`` (default): the feature map x of each synthesis block's
+  ``(x, img)`` output, b4 ... bR;
+- ``mapping$``: the latent w, once (the mapping network broadcasts it to every ws row).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from squeeze_span.errors import ConfigError
+from squeeze_span.generators.stylegan2 import Generator
+from squeeze_span.runtime import autocast
+
+DEFAULT_FEATURES = r"synthesis\.b\d+$"
+LATENT_FEATURES = r"mapping$"
+
+
+@dataclass
+class TeacherSample:
+    images: torch.Tensor  # [N, C, H, W] float32 in [-1, 1]
+    features: list[torch.Tensor]  # one float32 tensor per tapped module, in execution order
+    labels: torch.Tensor | None = None  # [N] class indices for a conditional generator
+
+
+def _feature_of(output: object) -> torch.Tensor:
+    """The tensor a hook records: x of a block's (x, img) pair, and w once for broadcast ws."""
+    tensor = output[0] if isinstance(output, (tuple, list)) else output
+    if not isinstance(tensor, torch.Tensor):
+        raise ConfigError(f"a tapped module returned {type(tensor).__name__}, not a tensor; tap another module")
+    if tensor.dim() == 3 and torch.equal(tensor, tensor[:, :1].expand_as(tensor)):
+        return tensor[:, 0]
+    return tensor
+
+
+class Teacher:
+    """Samples ``(images, features)`` from a frozen generator under no_grad, on its device.
+
+    ``truncation_psi`` and ``noise_mode`` are passed to StyleGAN2 generators only. The
+    latents come from ``self.latent_generator`` (seeded by ``seed``) unless a
+    ``generator`` is given, so a run can checkpoint and restore the teacher's stream.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        feature_regex: str = DEFAULT_FEATURES,
+        *,
+        device: torch.device | str = "cpu",
+        precision: str = "fp32",
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+        seed: int = 0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.network = generator.eval().requires_grad_(False).to(self.device)
+        self.precision = precision
+        self.z_dim = int(generator.z_dim)
+        self.c_dim = int(getattr(generator, "c_dim", 0))
+        self.call_kwargs = (
+            {"truncation_psi": truncation_psi, "noise_mode": noise_mode} if isinstance(generator, Generator) else {}
+        )
+        try:
+            pattern = re.compile(feature_regex)
+        except re.error as error:
+            raise ConfigError(f"feature regex {feature_regex!r} is invalid ({error})") from None
+        self.feature_names = [name for name, _ in generator.named_modules() if name and pattern.search(name)]
+        if not self.feature_names:
+            names = [name for name, _ in generator.named_modules() if name and name.count(".") < 2]
+            raise ConfigError(
+                f"feature regex {feature_regex!r} matches no module of the generator; some names: {', '.join(names[:12])}"
+            )
+        self._recorded: dict[str, torch.Tensor] = {}
+        modules = dict(generator.named_modules())
+        for name in self.feature_names:
+            modules[name].register_forward_hook(self._recorder(name))
+        self.latent_generator = torch.Generator(self.device).manual_seed(seed)
+        self._shapes: tuple[tuple[int, ...], list[tuple[int, ...]]] | None = None
+
+    def _recorder(self, name: str):
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            self._recorded[name] = _feature_of(output)
+
+        return hook
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, *, return_labels: bool = False) -> TeacherSample:
+        """Render ``n`` images and their features; conditional generators draw classes uniformly."""
+        generator = generator or self.latent_generator
+        z = torch.randn(n, self.z_dim, generator=generator, device=self.device)
+        labels = None
+        c = torch.zeros(n, self.c_dim, device=self.device)
+        if self.c_dim:
+            labels = torch.randint(self.c_dim, (n,), generator=generator, device=self.device)
+            c[torch.arange(n, device=self.device), labels] = 1.0
+        self._recorded.clear()
+        with autocast(self.device, self.precision):
+            images = self.network(z, c, **self.call_kwargs)
+        features = [self._recorded[name].float() for name in self.feature_names]
+        self._recorded.clear()
+        return TeacherSample(images.float().clamp(-1.0, 1.0), features, labels if return_labels else None)
+
+    def _probe_shapes(self) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+        """Per-sample image and feature shapes, from one forward pass at batch 1 (cached)."""
+        if self._shapes is None:
+            state = self.latent_generator.get_state()
+            sample = self.sample(1)
+            self.latent_generator.set_state(state)  # looking at shapes must not shift the latent stream
+            self._shapes = (tuple(sample.images.shape[1:]), [tuple(f.shape[1:]) for f in sample.features])
+        return self._shapes
+
+    @property
+    def feature_shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample shape of each feature, e.g. [(512, 4, 4), (512, 8, 8), ...]."""
+        return self._probe_shapes()[1]
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Per-sample image shape (C, H, W)."""
+        return self._probe_shapes()[0]
