@@ -55,6 +55,33 @@ def _probe(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
+def load_training_config(path: str | None, overrides: list[str]):
+    from squeeze_span.config import load_config
+    from squeeze_span.methods import METHOD_CONFIGS
+    from squeeze_span.train import TrainingConfig
+
+    return load_config(path, overrides, TrainingConfig, {"method": METHOD_CONFIGS})
+
+
+def _train(args: argparse.Namespace) -> None:
+    from squeeze_span.methods import METHODS
+    from squeeze_span.train import Trainer
+
+    config = load_training_config(args.config, args.overrides)
+    trainer = Trainer(config, METHODS[config.method.name], command=["squeeze-span", "train", args.config, *args.overrides])
+    record = trainer.fit()
+    if trainer.dist.is_main:
+        knn = f", kNN top-1 {record['knn/top1']:.2f}" if "knn/top1" in record else ""
+        print(f"step {record['step']}: loss {record['loss']:.4f}{knn}; run folder {config.output_dir}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from squeeze_span.models import load_backbone, save_backbone
+
+    path = save_backbone(load_backbone(args.run), args.out)
+    print(f"wrote {path}")
+
+
 def _convert_gan(args: argparse.Namespace) -> None:
     from squeeze_span.generators import load_networks, save_network
 
@@ -112,6 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     probe.add_argument("--no-progress", action="store_true", help="hide progress bars")
     probe.set_defaults(run=_probe)
+
+    train = commands.add_parser(
+        "train",
+        help="train a method (squeeze and span, ...) from a YAML config with key=value overrides",
+        description="Train from CONFIG.yaml; key=value overrides (e.g. teacher.path=G.pkl train.max_steps=30 "
+        "output_dir=runs/x resume=auto) change single keys. The resolved config goes to OUTPUT_DIR/config.yaml.",
+    )
+    train.add_argument("config", metavar="CONFIG.yaml")
+    train.add_argument("overrides", nargs="*", metavar="key=value")
+    train.set_defaults(run=_train)
+
+    export = commands.add_parser(
+        "export",
+        help="write a run's backbone as .safetensors with torchvision's resnet18 names",
+        description="Export the backbone of RUN_DIR (its checkpoints/last.pt) or of a checkpoint file.",
+    )
+    export.add_argument("run", metavar="RUN_DIR")
+    export.add_argument("out", metavar="OUT.safetensors")
+    export.set_defaults(run=_export)
 
     convert = commands.add_parser(
         "convert-gan",

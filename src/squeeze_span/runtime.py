@@ -36,6 +36,12 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=dtype)
 
 
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Turns autocast off inside a mixed-precision region: batch statistics (variances,
+    covariances) lose too much in bf16, whose 8-bit mantissa rounds 0.57 to 0.5703125."""
+    return torch.autocast(device.type, enabled=False)
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

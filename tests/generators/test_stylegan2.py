@@ -15,12 +15,18 @@ import torch
 import torch.nn.functional as F
 
 from squeeze_span.errors import CheckpointError, ConfigError
-from squeeze_span.generators.stylegan2 import Discriminator, Generator, MappingNetwork, build_network, ops
+from squeeze_span.generators.stylegan2 import (
+    Discriminator,
+    Generator,
+    MappingNetwork,
+    build_network,
+    ops,
+)
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures/stylegan2_ada"
 PKL = FIXTURES / "tiny_uncond.pkl"
 EXPECTED = FIXTURES / "tiny_uncond_expected.pt"
-TOL = dict(atol=1e-4, rtol=1e-4)
+TOL = {"atol": 1e-4, "rtol": 1e-4}
 
 # bf16 autocast against NVIDIA's fp32 outputs on the fixture (measured: image 0.089 abs with
 # values up to 7.9, i.e. 1.1% of the range; block features 0.7-1.2% of each block's max;
@@ -154,14 +160,16 @@ def test_bf16_autocast_stays_close_to_nvidia_fp32(nets: dict, expected: dict) ->
 
 
 def _tiny_G(**overrides) -> Generator:
-    kwargs = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
-                  mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 128, "channel_max": 16})  # fmt: skip
+    kwargs = {
+        "z_dim": 16, "c_dim": 0, "w_dim": 16, "img_resolution": 16, "img_channels": 3,
+        "mapping_kwargs": {"num_layers": 2}, "synthesis_kwargs": {"channel_base": 128, "channel_max": 16},
+    }  # fmt: skip
     kwargs.update(overrides)
     return Generator(**kwargs).eval()
 
 
 def _tiny_D(**overrides) -> Discriminator:
-    kwargs = dict(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
+    kwargs = {"c_dim": 0, "img_resolution": 16, "img_channels": 3, "channel_base": 128, "channel_max": 16}
     kwargs.update(overrides)
     return Discriminator(**kwargs).eval()
 
@@ -244,7 +252,10 @@ def test_w_avg_update_and_truncation_cutoff() -> None:
 
 
 def test_state_dict_round_trip_gives_identical_outputs() -> None:
-    G, D = _tiny_G(c_dim=3, synthesis_kwargs={"channel_base": 128, "channel_max": 16, "architecture": "resnet"}), _tiny_D()
+    G, D = (
+        _tiny_G(c_dim=3, synthesis_kwargs={"channel_base": 128, "channel_max": 16, "architecture": "resnet"}),
+        _tiny_D(),
+    )
     with torch.no_grad():
         for p in G.parameters():  # noise_strength starts at 0; make the noise inputs matter
             p.add_(0.1 * torch.randn_like(p))
@@ -294,7 +305,7 @@ def test_modules_are_differentiable() -> None:
 
 def test_bf16_autocast_runs_channels_last_and_keeps_fp32_image() -> None:
     G = _tiny_G()
-    features, hooks = _hooked_features(G, ["b16"])
+    features, _ = _hooked_features(G, ["b16"])
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         img = G(torch.randn(2, 16), None)
     assert img.dtype == torch.float32 and torch.isfinite(img).all()
@@ -365,7 +376,9 @@ def test_upfirdn2d_against_the_definition(up: int, down: int, pad: tuple) -> Non
     torch.manual_seed(0)
     x = torch.randn(2, 3, 6, 5)
     f = torch.rand(4, 3) + 0.1  # asymmetric, so a flipped filter would show
-    torch.testing.assert_close(ops.upfirdn2d(x, f, up=up, down=down, padding=pad), _upfirdn2d_loops(x, f, up, down, pad))
+    torch.testing.assert_close(
+        ops.upfirdn2d(x, f, up=up, down=down, padding=pad), _upfirdn2d_loops(x, f, up, down, pad)
+    )
 
 
 def _modulated_conv_reference(x, weight, styles, up, f):
@@ -400,5 +413,18 @@ def test_bias_act_clamps_after_the_gain() -> None:
     y = ops.bias_act(x.reshape(1, 4, 1, 1), torch.ones(4), act="lrelu", clamp=5.0).flatten()
     expected = torch.tensor([-9.0 * 0.2, 0.0, 1.5, 11.0]) * math.sqrt(2)
     torch.testing.assert_close(y, expected.clamp(-5, 5))
-    fused = ops.scale_bias_act(x.reshape(1, 4, 1, 1), None, torch.ones(1, 4, 1, 1), "lrelu", math.sqrt(2), 5.0).flatten()
+    fused = ops.scale_bias_act(
+        x.reshape(1, 4, 1, 1), None, torch.ones(1, 4, 1, 1), "lrelu", math.sqrt(2), 5.0
+    ).flatten()
     torch.testing.assert_close(fused, expected.clamp(-5, 5))
+
+
+def test_float16_modulated_conv_is_prescaled_against_overflow() -> None:
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(2, 8, 6, 6), torch.randn(4, 8, 3, 3) * 1e3, torch.randn(2, 8) * 1e3
+    naive = F.conv2d((x * styles[:, :, None, None]).half(), weight.half(), padding=1)
+    assert not torch.isfinite(naive).all()  # what the plain formula does in float16
+    reference = ops.modulated_conv2d(x, weight, styles, padding=1)
+    half = ops.modulated_conv2d(x.half(), weight.half(), styles, padding=1)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), reference, atol=1e-2, rtol=1e-2)

@@ -1,7 +1,18 @@
 """Datasets in their real on-disk formats, and batched augmentation on the device."""
 
-from squeeze_span.data.augment import BatchAugmentation, augmentation_for, center_view, to_unit_range
-from squeeze_span.data.datasets import DATASET_STATS, DATASETS, ImageDataset, load_dataset
+from squeeze_span.data.augment import (
+    BatchAugmentation,
+    augmentation_for,
+    center_view,
+    match_channels,
+    to_unit_range,
+)
+from squeeze_span.data.datasets import (
+    DATASET_STATS,
+    DATASETS,
+    ImageDataset,
+    load_dataset,
+)
 from squeeze_span.errors import DatasetError
 
 __all__ = [
@@ -13,5 +24,6 @@ __all__ = [
     "augmentation_for",
     "center_view",
     "load_dataset",
+    "match_channels",
     "to_unit_range",
 ]

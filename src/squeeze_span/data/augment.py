@@ -223,6 +223,22 @@ def _grayscale(images: torch.Tensor) -> torch.Tensor:
     return (LUMA_WEIGHTS[0] * red + LUMA_WEIGHTS[1] * green + LUMA_WEIGHTS[2] * blue).unsqueeze(1)
 
 
+def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Convert images to ``channels``: RGB to 1 channel by ITU-R 601-2 luma, 1 channel to RGB by copying.
+
+    So an RGB teacher can teach a student of grayscale data (and back). Luma is a
+    convex combination, so it keeps the [-1, 1] or [0, 1] range of its input.
+    """
+    have = images.shape[1]
+    if have == channels:
+        return images
+    if have == 3 and channels == 1:
+        return _grayscale(images)
+    if have == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1)
+    raise ValueError(f"cannot convert {have}-channel images to {channels} channels")
+
+
 def _per_image(values: torch.Tensor) -> torch.Tensor:
     return values.view(-1, 1, 1, 1)
 

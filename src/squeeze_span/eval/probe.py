@@ -11,10 +11,10 @@ from torch import nn
 
 from squeeze_span.data import DATASET_STATS, load_dataset
 from squeeze_span.data.augment import DEFAULT_SIZES
+from squeeze_span.errors import ConfigError
 from squeeze_span.eval.features import extract_features
 from squeeze_span.eval.knn import knn_accuracy
 from squeeze_span.eval.linear import linear_probe_fast, linear_probe_paper
-from squeeze_span.errors import ConfigError
 from squeeze_span.runtime import machine_description
 
 PROTOCOLS = ("fast", "paper")

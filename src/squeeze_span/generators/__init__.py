@@ -7,7 +7,12 @@ from squeeze_span.generators.loading import (
     load_stylegan2_pkl,
     save_network,
 )
-from squeeze_span.generators.teacher import DEFAULT_FEATURES, LATENT_FEATURES, Teacher, TeacherSample
+from squeeze_span.generators.teacher import (
+    DEFAULT_FEATURES,
+    LATENT_FEATURES,
+    Teacher,
+    TeacherSample,
+)
 
 __all__ = [
     "DEFAULT_FEATURES",

@@ -30,6 +30,8 @@ FORMAT = "squeeze-span-backbone"
 VERSION = 1
 METADATA_KEY = "squeeze_span"
 EXPORT_HINT = "make one with `squeeze-span export`"
+RUN_CHECKPOINT = "checkpoints/last.pt"  # inside a run folder
+BACKBONE_PREFIX = "backbone."  # the backbone's weights in a training checkpoint's method state dict
 # A torch.save file is a zip archive; a safetensors file starts with its header length.
 ZIP_MAGIC = b"PK\x03\x04"
 
@@ -59,18 +61,18 @@ def load_backbone(path: str | os.PathLike[str], *, arch: str | None = None) -> R
     Every problem with the file raises :class:`~squeeze_span.errors.CheckpointError`.
     """
     path = Path(path)
+    if path.is_dir() and (path / RUN_CHECKPOINT).is_file():
+        path = path / RUN_CHECKPOINT
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; check the path, or {EXPORT_HINT}")
     if not path.is_file():
-        raise CheckpointError(f"{path} is a folder, not a backbone file; pass the .safetensors file inside it")
+        raise CheckpointError(
+            f"{path} is a folder without {RUN_CHECKPOINT}; pass a run folder, a checkpoint or a .safetensors backbone"
+        )
     with path.open("rb") as file:
         magic = file.read(len(ZIP_MAGIC))
     if magic == ZIP_MAGIC:
-        # Where loading the backbone out of a training checkpoint will go.
-        raise CheckpointError(
-            f"{path} is a torch.save file (a training checkpoint?), not an exported backbone; "
-            f"{EXPORT_HINT}"
-        )
+        return _backbone_from_training_checkpoint(path)
     metadata, tensors = _read_safetensors(path)
     config = _backbone_config(path, metadata, tensors, arch)
     try:
@@ -83,6 +85,23 @@ def load_backbone(path: str | os.PathLike[str], *, arch: str | None = None) -> R
         fix = f"check that it is a torchvision-named ResNet-18 state dict for arch={arch!r}"
     _check_keys(path, model, tensors, fix)
     model.load_state_dict(tensors, strict=True)
+    return model.eval()
+
+
+def _backbone_from_training_checkpoint(path: Path) -> ResNet:
+    """The backbone inside a training checkpoint: its build arguments under 'backbone', and its
+    weights in the method's state dict ('method') under the prefix 'backbone.'."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        config = dict(state["backbone"])
+        weights = {key[len(BACKBONE_PREFIX):]: value for key, value in state["method"].items()
+                   if key.startswith(BACKBONE_PREFIX)}  # fmt: skip
+    except Exception as error:  # a truncated or foreign torch file fails in many ways
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path} is not a squeeze-span training checkpoint ({reason})") from None
+    model = build_backbone(config.pop("arch"), **config)
+    _check_keys(path, model, weights, "the checkpoint does not hold this backbone's weights")
+    model.load_state_dict(weights, strict=True)
     return model.eval()
 
 

@@ -15,9 +15,13 @@ from torch import nn
 
 from squeeze_span.errors import CheckpointError
 from squeeze_span.generators.stylegan2.layers import MappingNetwork
-from squeeze_span.generators.stylegan2.networks import Discriminator, Generator, SynthesisNetwork
+from squeeze_span.generators.stylegan2.networks import (
+    Discriminator,
+    Generator,
+    SynthesisNetwork,
+)
 
-__all__ = ["Discriminator", "Generator", "MappingNetwork", "SynthesisNetwork", "NETWORK_CLASSES", "build_network"]
+__all__ = ["NETWORK_CLASSES", "Discriminator", "Generator", "MappingNetwork", "SynthesisNetwork", "build_network"]
 
 NETWORK_CLASSES: dict[str, type[nn.Module]] = {
     "Generator": Generator,
@@ -54,7 +58,5 @@ def build_network(
         try:
             network.load_state_dict(dict(state_dict), strict=True)
         except RuntimeError as error:
-            raise CheckpointError(
-                f"the state dict does not fit {short_name}({dict(init_kwargs)}): {error}"
-            ) from error
+            raise CheckpointError(f"the state dict does not fit {short_name}({dict(init_kwargs)}): {error}") from error
     return network.eval()

@@ -19,8 +19,8 @@ import copy
 import functools
 import inspect
 import math
-from collections.abc import Mapping
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -149,7 +149,7 @@ class Conv2dLayer(nn.Module):
         x = ops.conv2d_resample(
             x, w, f=self.resample_filter, up=self.up, down=self.down, padding=self.padding, flip_weight=(self.up == 1)
         )
-        shift = None if self.bias is None else _channel_shift(self.bias, x)
+        shift = ops.channel_shift(self.bias, None, x)
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
         return ops.scale_bias_act(x, None, shift, self.activation, self.act_gain * gain, clamp)
 
@@ -158,19 +158,6 @@ class Conv2dLayer(nn.Module):
             f"in_channels={self.in_channels}, out_channels={self.out_channels}, activation={self.activation}, "
             f"up={self.up}, down={self.down}"
         )
-
-
-def _channel_shift(bias: torch.Tensor, like: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-    """``bias`` as ``[1, C, 1, 1]`` (plus an optional spatial term), laid out like ``like``.
-
-    Matching the memory format keeps the fused multiply-add's output channels_last.
-    """
-    shift = bias.reshape(1, -1, 1, 1)
-    if extra is not None:
-        shift = shift + extra
-    if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
-        shift = shift.contiguous(memory_format=torch.channels_last)
-    return shift
 
 
 class MappingNetwork(nn.Module):
@@ -317,21 +304,20 @@ class SynthesisLayer(nn.Module):
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
 
-        batch = x.shape[0]
-        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
-        x = ops.conv2d_resample(
+        return ops.modulated_conv2d(
             x,
-            self.weight.to(x.dtype),
-            f=self.resample_filter,
+            self.weight,
+            styles,
+            noise=noise,
             up=self.up,
             padding=self.padding,
+            resample_filter=self.resample_filter,
             flip_weight=(self.up == 1),
+            bias=self.bias,
+            activation=self.activation,
+            gain=self.act_gain * gain,
+            clamp=None if self.conv_clamp is None else self.conv_clamp * gain,
         )
-        with _fp32_region(x):
-            dcoefs = ops.demodulation_coefficients(self.weight, styles).reshape(batch, -1, 1, 1)
-            shift = _channel_shift(self.bias, x, None if noise is None else noise.reshape(-1, 1, *noise.shape[-2:]))
-        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
-        return ops.scale_bias_act(x, dcoefs, shift, self.activation, self.act_gain * gain, clamp)
 
     def extra_repr(self) -> str:
         return (
@@ -362,8 +348,9 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = ops.modulated_conv2d(x, self.weight.to(x.dtype), styles, padding=self.padding, demodulate=False)
-        return ops.scale_bias_act(x, None, _channel_shift(self.bias, x), "linear", 1.0, self.conv_clamp)
+        return ops.modulated_conv2d(
+            x, self.weight, styles, padding=self.padding, demodulate=False, bias=self.bias, clamp=self.conv_clamp
+        )
 
 
 class SynthesisBlock(nn.Module):
@@ -435,7 +422,9 @@ class SynthesisBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         expected = [self.num_conv + self.num_torgb, self.w_dim]
         if ws.ndim != 3 or list(ws.shape[1:]) != expected:
-            raise ValueError(f"block b{self.resolution} needs ws of shape [N, {expected[0]}, {expected[1]}], got {list(ws.shape)}")
+            raise ValueError(
+                f"block b{self.resolution} needs ws of shape [N, {expected[0]}, {expected[1]}], got {list(ws.shape)}"
+            )
         w_iter = iter(ws.unbind(dim=1))
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)

@@ -15,11 +15,15 @@ on it see the features. One difference: ``noise_mode`` defaults to ``'const'`` h
 latent is what one wants; pass ``noise_mode='random'`` for NVIDIA's behaviour.
 
 Precision and speed: float32 by default, matching NVIDIA's float32 outputs on the
-``tiny_uncond`` fixture within 1e-5 (tested at 1e-4). Under
-``torch.autocast('cpu', dtype=torch.bfloat16)`` the convolutions run in bf16 channels_last;
-on that fixture bf16 changes the image by up to ~3e-2 absolute (values up to ~8, i.e. about 1%
-of the range) and the block features by a relative ~1e-2; see
-tests/generators/test_stylegan2.py for the measured bounds. fp16 autocast works on GPU.
+``tiny_uncond`` fixture within 1e-5 (images, block features, D logits; tested at
+atol = rtol = 1e-4). Under ``torch.autocast('cpu', dtype=torch.bfloat16)`` the convolutions run
+in bf16 channels_last (same code, only the dtype differs) while the mapping network, style
+affines, demodulation coefficients and D epilogue stay float32. On that fixture bf16 moves the
+image by at most 0.089 absolute (values up to 7.9: 1.1% of the range), each block's features by
+at most 0.7-1.2% of that block's max, and the D logits by at most 0.0043 (tested with ~2x
+headroom). fp16 is meant for GPU autocast: weights and styles are pre-scaled so the
+convolution cannot overflow (tested with float16 tensors on CPU; the GPU test skips without a
+GPU). Throughput on a 2-core CPU: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from squeeze_span.generators.stylegan2.layers import (
 
 
 def _log2_resolution(img_resolution: int) -> int:
-    log2 = int(round(math.log2(img_resolution))) if img_resolution > 0 else 0
+    log2 = round(math.log2(img_resolution)) if img_resolution > 0 else 0
     if img_resolution < 4 or 2**log2 != img_resolution:
         raise ConfigError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
     return log2
@@ -141,7 +145,9 @@ class Generator(nn.Module):
         noise_mode: str = "const",
         **synthesis_kwargs: Any,
     ) -> torch.Tensor:
-        mapping_kwargs = {k: synthesis_kwargs.pop(k) for k in ("skip_w_avg_update", "update_emas") if k in synthesis_kwargs}
+        mapping_kwargs = {
+            k: synthesis_kwargs.pop(k) for k in ("skip_w_avg_update", "update_emas") if k in synthesis_kwargs
+        }
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, **mapping_kwargs)
         return self.synthesis(ws, noise_mode=noise_mode, **synthesis_kwargs)
 
@@ -182,7 +188,7 @@ class Discriminator(nn.Module):
         if c_dim == 0:
             cmap_dim = 0
         self.cmap_dim = cmap_dim
-        common = dict(img_channels=img_channels, architecture=architecture, conv_clamp=conv_clamp)
+        common = {"img_channels": img_channels, "architecture": architecture, "conv_clamp": conv_clamp}
         layer_idx = 0
         for res in self.block_resolutions:
             in_channels = channels[res] if res < img_resolution else 0
@@ -196,7 +202,9 @@ class Discriminator(nn.Module):
             self.mapping = MappingNetwork(
                 z_dim=0, c_dim=c_dim, w_dim=cmap_dim, num_ws=None, w_avg_beta=None, **dict(mapping_kwargs or {})
             )
-        self.b4 = DiscriminatorEpilogue(channels[4], cmap_dim=cmap_dim, resolution=4, **dict(epilogue_kwargs or {}), **common)
+        self.b4 = DiscriminatorEpilogue(
+            channels[4], cmap_dim=cmap_dim, resolution=4, **dict(epilogue_kwargs or {}), **common
+        )
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None, **block_kwargs: Any) -> torch.Tensor:
         expected = [self.img_channels, self.img_resolution, self.img_resolution]

@@ -23,7 +23,7 @@ Conventions kept from NVIDIA so that pretrained weights give the same numbers:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -177,7 +177,12 @@ def upsample2d(
 
 
 def downsample2d(
-    x: torch.Tensor, f: torch.Tensor | None, down: int = 2, padding: int = 0, flip_filter: bool = False, gain: float = 1.0
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    down: int = 2,
+    padding: int = 0,
+    flip_filter: bool = False,
+    gain: float = 1.0,
 ) -> torch.Tensor:
     """Downsample by ``down`` with the FIR filter ``f``; the output is exactly ``down`` times smaller."""
     fw, fh = _filter_size(f)
@@ -293,7 +298,7 @@ def conv2d_resample(
     """
     if up > 1 and down > 1:
         raise ValueError("conv2d_resample does both up- and downsampling in no StyleGAN2 layer; use one")
-    out_channels, in_channels, kh, kw = w.shape
+    kh, kw = w.shape[2:]
     fw, fh = _filter_size(f)
     px0, px1, py0, py1 = _padding4(padding)
     if up > 1:
@@ -336,9 +341,7 @@ def conv2d_resample(
     if flip_weight:
         wt = wt.flip([2, 3])
     x = F.conv_transpose2d(x, wt, stride=up, padding=(pyt, pxt))
-    return upfirdn2d(
-        x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up**2, flip_filter=flip_filter
-    )
+    return upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up**2, flip_filter=flip_filter)
 
 
 def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -349,6 +352,28 @@ def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: f
     """
     weight_sq = weight.float().square().sum(dim=[2, 3])  # [O, I]
     return (styles.float().square() @ weight_sq.t() + eps).rsqrt()
+
+
+def _runs_in_float16(x: torch.Tensor) -> bool:
+    """Whether convolutions on ``x`` will compute in float16 (explicitly or under fp16 autocast)."""
+    if x.dtype == torch.float16:
+        return True
+    device = x.device.type
+    return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
+
+
+def channel_shift(bias: torch.Tensor | None, noise: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """``bias`` as ``[1, C, 1, 1]`` plus ``noise`` ``[N or 1, 1, H, W]``, in ``like``'s memory format.
+
+    Matching the memory format keeps the fused multiply-add's output channels_last.
+    """
+    shift = None if bias is None else bias.reshape(1, -1, 1, 1)
+    if noise is not None:
+        noise = noise.reshape(-1, 1, *noise.shape[-2:])
+        shift = noise if shift is None else shift + noise
+    if shift is not None and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        shift = shift.contiguous(memory_format=torch.channels_last)
+    return shift
 
 
 def modulated_conv2d(
@@ -362,26 +387,42 @@ def modulated_conv2d(
     resample_filter: torch.Tensor | None = None,
     demodulate: bool = True,
     flip_weight: bool = True,
+    bias: torch.Tensor | None = None,
+    activation: str = "linear",
+    gain: float = 1.0,
+    clamp: float | None = None,
 ) -> torch.Tensor:
-    """StyleGAN2's modulated (and demodulated) convolution, as a plain shared-weight convolution.
+    """StyleGAN2's modulated convolution with its epilogue, as one plain shared-weight convolution.
 
-    ``conv(x, weight * s[n, None, :, None, None]) * dcoef[n]`` equals
-    ``conv(x * s[n, :, None, None], weight) * dcoef[n]``: the modulation scales input channels,
-    so it can be applied to the activations instead of to a per-sample copy of the weights, and
-    one batched convolution with the shared weight serves the whole batch (no grouped conv).
-    The result then gets ``* dcoef`` and ``+ noise``.
+    Computes ``clamp(act(conv(x, w_n) + noise + bias) * gain, -clamp, clamp)`` where
+    ``w_n = weight * styles[n]`` over input channels, divided by its norm per output channel when
+    ``demodulate`` (StyleGAN2 eq. 1-3). ``conv(x, weight * s[n, None, :, None, None]) * dcoef[n]``
+    equals ``conv(x * s[n, :, None, None], weight) * dcoef[n]``: the modulation scales input
+    channels, so it is applied to the activations instead of to a per-sample copy of the
+    weights, and one batched convolution with the shared weight serves the whole batch (no
+    grouped conv). ``dcoef`` comes from :func:`demodulation_coefficients` (one small matmul, in
+    float32), and ``dcoef``, noise, bias, activation, gain and clamp are applied in two passes
+    (:func:`scale_bias_act`).
+
+    In float16 the weight and styles are first divided by their max-norms (per output channel
+    and per sample), which demodulation cancels exactly, so the convolution cannot overflow;
+    NVIDIA does the same. Other dtypes skip this, so float32 follows the plain formula.
     """
     batch = x.shape[0]
     if styles.shape != (batch, weight.shape[1]):
         raise ValueError(f"styles must be [N, in_channels] = {[batch, weight.shape[1]]}, got {list(styles.shape)}")
+    if demodulate and _runs_in_float16(x):
+        fan_in = weight[0].numel()
+        weight = weight * (fan_in**-0.5 / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
-    x = conv2d_resample(x, weight, f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight)
-    if demodulate:
-        dcoefs = demodulation_coefficients(weight, styles).to(x.dtype).reshape(batch, -1, 1, 1)
-        x = x * dcoefs if noise is None else torch.addcmul(noise.to(x.dtype), x, dcoefs)
-    elif noise is not None:
-        x = x + noise.to(x.dtype)
-    return x
+    x = conv2d_resample(
+        x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight
+    )
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        dcoefs = demodulation_coefficients(weight, styles).reshape(batch, -1, 1, 1) if demodulate else None
+        shift = channel_shift(bias, noise, x)
+    return scale_bias_act(x, dcoefs, shift, activation, gain, clamp)
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:

@@ -1,0 +1,80 @@
+"""Training checkpoints: written atomically, read with ``weights_only=True``, holding every RNG state.
+
+A checkpoint is a plain dict of tensors, numbers and strings (so that loading it runs
+no pickled code):
+
+    format, version, step, config (the resolved config as a dict),
+    method (the method's state dict: backbone, projector, squeeze module, ...),
+    backbone (the backbone's build arguments, for export and probing),
+    optimizer, scheduler, scaler, stream (the real-data position),
+    rng (one dict per rank: python, numpy, torch, cuda, augmentation, teacher)
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from squeeze_span.errors import CheckpointError
+from squeeze_span.fileio import atomic_write
+
+FORMAT = "squeeze-span-checkpoint"
+VERSION = 1
+
+
+def capture_rng(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    """Every random state this process draws from."""
+    numpy_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    state.update({name: generator.get_state() for name, generator in generators.items()})
+    return state
+
+
+def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    random.setstate(_as_python_state(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, generator in generators.items():
+        generator.set_state(state[name])
+
+
+def _as_python_state(state: Any) -> tuple:
+    """random.setstate needs tuples; a round trip through torch.save may give lists."""
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` through a temporary file and a rename: a crash leaves the old file intact."""
+    with atomic_write(path) as temp:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, temp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a training checkpoint without running pickled code; one-line errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path, or start without resume")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path} is not a readable squeeze-span checkpoint ({reason}); it may be truncated") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a torch file but not a squeeze-span training checkpoint")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{path} is checkpoint version {state.get('version')}; this squeeze-span reads {VERSION}")
+    return state

@@ -1,0 +1,71 @@
+"""One process, or many under torchrun: the rank, the device, and a gather that keeps gradients."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from squeeze_span.runtime import resolve_device
+
+# torch 2.x marks the autograd-aware collectives of torch.distributed.nn.functional as
+# deprecated in favour of a private module; they are the public ones, so keep them quiet.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_", category=FutureWarning)
+
+
+@dataclass
+class DistributedContext:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto") -> DistributedContext:
+    """Join the process group that torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK), if any.
+
+    NCCL on GPUs, gloo on CPUs; each process takes the GPU of its local rank.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistributedContext(0, 1, resolve_device(device))
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(resolved)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), resolved)
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank along dim 0; gradients flow back to each rank's slice.
+
+    VICReg's variance and covariance are statistics of the batch, so they must see the
+    global batch: with this gather, N ranks of B/N images compute the same loss as one
+    process of B images.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+
+
+def all_gather_objects(value: object) -> list[object]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -1,0 +1,325 @@
+"""The one training loop, shared by every method.
+
+It owns what all methods share: devices and DDP, precision, the optimizer and its
+schedule, checkpoints and resume, logs, progress and the kNN monitor. It knows a
+method only through :mod:`squeeze_span.methods.base`'s interface, and never imports
+one: the caller passes the method's class.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from squeeze_span.config import TrainingConfig, to_dict, to_yaml
+from squeeze_span.data import augmentation_for, load_dataset
+from squeeze_span.data.augment import DEFAULT_SIZES
+from squeeze_span.data.stream import RealBatchStream
+from squeeze_span.errors import ConfigError, DatasetError, UserError
+from squeeze_span.eval import extract_features, knn_accuracy
+from squeeze_span.generators import Teacher, load_generator
+from squeeze_span.methods.base import Method, MethodContext
+from squeeze_span.models import build_backbone
+from squeeze_span.runtime import PRECISIONS, autocast, machine_description
+from squeeze_span.train.checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from squeeze_span.train.distributed import (
+    all_gather_objects,
+    barrier,
+    gather_with_grad,
+    init_distributed,
+)
+from squeeze_span.train.events import EventWriter
+from squeeze_span.train.sync_batchnorm import convert_sync_batchnorm
+
+MethodFactory = Callable[[Any, nn.Module, MethodContext], Method]
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def cosine_schedule(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
+    """The learning-rate factor at a step: linear warm-up, then cosine decay to 0 over the rest."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+class Trainer:
+    def __init__(self, config: TrainingConfig, method_factory: MethodFactory, command: list[str] | None = None):
+        self.config = config
+        train = config.train
+        if train.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision={train.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
+        self.dist = init_distributed(train.device)
+        self.device = self.dist.device
+        if train.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.precision=fp16 needs a CUDA device; use train.precision=bf16 on CPU")
+        self.output_dir = Path(config.output_dir)
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        torch.manual_seed(train.seed + self.dist.rank)
+
+        data = config.data
+        self.dataset = load_dataset(data.dataset, data.root, data.split)
+        size = data.image_size or DEFAULT_SIZES.get(data.dataset) or self.dataset.image_size[0]
+        self.augmentation = augmentation_for(data.dataset, size)
+        self.augment_generator = torch.Generator(self.device).manual_seed(train.seed * 7919 + self.dist.rank)
+
+        self.teacher = self._build_teacher()
+        backbone = build_backbone(
+            config.model.backbone,
+            in_channels=self.dataset.num_channels,
+            width=config.model.width,
+            zero_init_residual=config.model.zero_init_residual,
+        ).to(memory_format=torch.channels_last)
+        context = MethodContext(
+            device=self.device,
+            image_channels=self.dataset.num_channels,
+            augmentation=self.augmentation,
+            generator=self.augment_generator,
+            model=config.model,
+            teacher=self.teacher,
+            gather=gather_with_grad,
+        )
+        self.method = method_factory(config.method, backbone, context).to(self.device)
+        self.synthetic, self.real = self._split_batch()
+        self.model: nn.Module = self.method
+        if self.dist.world_size > 1:
+            self.method = convert_sync_batchnorm(self.method, self.device)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.method, device_ids=device_ids)
+
+        self.stream = RealBatchStream(self.dataset, self.device, seed=train.seed, rank=self.dist.rank,
+                                      world_size=self.dist.world_size, on_device=data.on_device)  # fmt: skip
+        self.steps_per_epoch = max(1, len(self.dataset) // train.batch_size)
+        self.total_steps = train.max_steps or train.epochs * self.steps_per_epoch
+        lr = config.optimizer.base_lr * train.batch_size / 256
+        self.optimizer = torch.optim.SGD(self.method.parameters(), lr=lr, momentum=config.optimizer.momentum,
+                                         weight_decay=config.optimizer.weight_decay)  # fmt: skip
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, cosine_schedule(self.total_steps, config.optimizer.warmup_steps)
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
+        self.step = 0
+        self.command = command or sys.argv
+        self.monitor_data = None
+
+    # ------------------------------------------------------------------ building
+
+    def _build_teacher(self) -> Teacher | None:
+        teacher = self.config.teacher
+        if teacher.path is None:
+            return None
+        return Teacher(
+            load_generator(teacher.path),
+            teacher.features,
+            device=self.device,
+            precision=self.config.train.precision,
+            truncation_psi=teacher.truncation_psi,
+            noise_mode=teacher.noise_mode,
+            seed=self.config.train.seed * 104729 + self.dist.rank,  # each rank draws its own latents
+        )
+
+    def _split_batch(self) -> tuple[int, int]:
+        batch, world = self.config.train.batch_size, self.dist.world_size
+        synthetic, real = self.method.split(batch)
+        if synthetic % world or real % world:
+            raise ConfigError(
+                f"train.batch_size={batch} splits into {synthetic} synthetic and {real} real images, which "
+                f"{world} processes cannot share evenly; pick a batch size whose parts divide by {world}"
+            )
+        if real > len(self.dataset):
+            raise ConfigError(f"{real} real images per step, but {self.config.data.dataset} has {len(self.dataset)}")
+        return synthetic, real
+
+    def _generators(self) -> dict[str, torch.Generator]:
+        generators = {"augmentation": self.augment_generator}
+        if self.teacher is not None:
+            generators["teacher"] = self.teacher.latent_generator
+        return generators
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config": to_dict(self.config),
+            "method": self.method.state_dict(),
+            "backbone": self.method.backbone.config,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "stream": self.stream.state_dict(),
+            "rng": all_gather_objects(capture_rng(self._generators())),
+        }
+
+    def save(self) -> None:
+        state = self.state_dict()  # every rank joins the RNG gather
+        if self.dist.is_main:
+            save_checkpoint(state, self.checkpoint_dir / "last.pt")
+            every = self.config.train.snapshot_every
+            if every and self.step % every == 0:
+                save_checkpoint(state, self.checkpoint_dir / f"step_{self.step:07d}.pt")
+        barrier()
+
+    def resume(self) -> None:
+        resume = self.config.resume
+        if resume is None:
+            return
+        path = self.checkpoint_dir / "last.pt" if resume == "auto" else Path(resume)
+        if resume == "auto" and not path.exists():
+            return
+        state = load_checkpoint(path, map_location=self.device)
+        ranks = len(state["rng"])
+        if ranks != self.dist.world_size:
+            raise ConfigError(f"{path} was written by {ranks} processes; resume it with the same number, not {self.dist.world_size}")
+        try:
+            self.method.load_state_dict(state["method"])
+        except RuntimeError as error:
+            raise ConfigError(f"{path} does not fit this config's model ({str(error).splitlines()[0]}); resume with the config in {path.parent.parent / 'config.yaml'}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.stream.load_state_dict(state["stream"])
+        restore_rng(state["rng"][self.dist.rank], self._generators())
+        self.step = int(state["step"])
+        if self.dist.is_main:
+            self._drop_metrics_after(self.step)
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """A killed run may have logged steps past its last checkpoint; they are run again."""
+        path = self.output_dir / "metrics.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= step]
+            path.write_text("".join(kept))
+
+    # ------------------------------------------------------------------ monitoring
+
+    def knn_monitor(self) -> dict[str, float] | None:
+        """Weighted kNN accuracy of the backbone on (a fixed subset of) the labeled test split."""
+        train = self.config.train
+        if self.monitor_data is None:
+            try:
+                bank = load_dataset(self.config.data.dataset, self.config.data.root, "train")
+                test = load_dataset(self.config.data.dataset, self.config.data.root, "test")
+            except DatasetError as error:
+                self.monitor_data = False
+                tqdm.write(f"kNN monitor off: {error}")
+                return None
+            self.monitor_data = (_subset(bank, train.knn_train_samples, 1), _subset(test, train.knn_test_samples, 2),
+                                 len(bank.classes))  # fmt: skip
+        if self.monitor_data is False:
+            return None
+        bank, test, num_classes = self.monitor_data
+        mean, std = self.augmentation.mean, self.augmentation.std
+        view = dict(size=self.augmentation.size, mean=mean, std=std, device=self.device,
+                    precision=train.precision, progress=False)  # fmt: skip
+        bank_x, bank_y = extract_features(self.method.backbone, bank, **view)
+        test_x, test_y = extract_features(self.method.backbone, test, **view)
+        labeled = bank_y >= 0
+        accuracy = knn_accuracy(bank_x[labeled], bank_y[labeled], test_x, test_y, num_classes)
+        return {f"knn/{name}": value for name, value in accuracy.items()}
+
+    # ------------------------------------------------------------------ the loop
+
+    def _write_run_files(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "config.yaml").write_text(to_yaml(self.config))
+        with (self.output_dir / "command.txt").open("a") as file:
+            file.write(shlex.join(self.command) + "\n")
+
+    def _check_finite(self, logs: dict[str, torch.Tensor]) -> None:
+        if torch.isfinite(logs["loss"]):
+            return
+        bad = next((name for name, value in logs.items() if name != "loss" and not torch.isfinite(value).all()), "loss")
+        raise TrainingDiverged(
+            f"{bad} became {logs[bad].item()} at step {self.step + 1}; the run stopped and "
+            f"{self.checkpoint_dir / 'last.pt'} keeps the last good state. Lower optimizer.base_lr, or try train.precision=fp32"
+        )
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps`` (resuming if asked); return the final metrics."""
+        train = self.config.train
+        self.resume()
+        main = self.dist.is_main
+        if main:
+            self._write_run_files()
+            events = EventWriter(self.output_dir)
+            metrics = (self.output_dir / "metrics.jsonl").open("a")
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.config.method.name}",
+                   unit="step", disable=not (main and train.progress), dynamic_ncols=True)  # fmt: skip
+        self.model.train()
+        local_synthetic = self.synthetic // self.dist.world_size
+        last_time, last_step = time.perf_counter(), self.step
+        record: dict[str, Any] = {}
+        try:
+            while self.step < self.total_steps:
+                real = self.stream.next(self.real)
+                with autocast(self.device, train.precision):
+                    logs = self.model(real, local_synthetic)
+                self._check_finite(logs)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(logs["loss"]).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.scheduler.step()
+                self.step += 1
+
+                log_now = self.step % train.log_every == 0 or self.step == self.total_steps
+                knn_now = (train.knn_every and self.step % train.knn_every == 0) or self.step == self.total_steps
+                if log_now or knn_now:
+                    now = time.perf_counter()
+                    record = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                              "lr": self.scheduler.get_last_lr()[0],
+                              "images_per_s": (self.step - last_step) * train.batch_size / (now - last_time)}  # fmt: skip
+                    record.update({name: value.item() for name, value in logs.items()})
+                    if knn_now and main:
+                        record.update(self.knn_monitor() or {})
+                    last_time, last_step = time.perf_counter(), self.step
+                    if main:
+                        metrics.write(json.dumps(record) + "\n")
+                        metrics.flush()
+                        events.add_scalars({k: v for k, v in record.items() if k != "step"}, self.step)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
+                bar.update()
+                if self.step % train.checkpoint_every == 0 or self.step == self.total_steps:
+                    self.save()
+        finally:
+            bar.close()
+            if main:
+                metrics.close()
+                events.close()
+        if main:
+            record["machine"] = machine_description(self.device)
+        return record
+
+
+def _subset(dataset, count: int, seed: int):
+    """A fixed random subset of ``count`` images (all of them when count is 0 or larger than the set)."""
+    from squeeze_span.data.datasets import ImageDataset
+
+    if not count or count >= len(dataset):
+        return dataset
+    index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    images, labels = dataset.get_batch(index)
+    return ImageDataset(images.numpy(), labels.numpy(), dataset.classes, dataset.name)

@@ -1,0 +1,73 @@
+import json
+import re
+
+import pytest
+import torch
+
+from squeeze_span.cli import load_training_config, main
+from squeeze_span.methods import METHODS
+from squeeze_span.models import load_backbone
+from squeeze_span.train import Trainer, TrainingDiverged
+from squeeze_span.train.checkpoint import load_checkpoint
+from tests.conftest import tiny_run_overrides
+
+CONFIG = "configs/fashion_mnist/squeeze_span.yaml"
+
+
+def make_trainer(overrides):
+    config = load_training_config(CONFIG, overrides)
+    return Trainer(config, METHODS[config.method.name], command=["test"])
+
+
+def test_a_run_writes_its_folder_and_losses_fall(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    run = tmp_path / "run"
+    trainer = make_trainer(tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run, **{"train.max_steps": 12}))
+    record = trainer.fit()
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "command.txt", "metrics.jsonl", "checkpoints"}
+    assert any(p.name.startswith("events.out.tfevents.") for p in run.iterdir())
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 13))
+    assert {"loss", "loss/squeeze/invariance", "loss/span/covariance", "lr", "images_per_s"} <= set(lines[0])
+    assert "knn/top1" in lines[-1] and record["step"] == 12
+    first, last = sum(line["loss"] for line in lines[:3]), sum(line["loss"] for line in lines[-3:])
+    assert last < first
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 12 and state["config"]["train"]["max_steps"] == 12
+    assert set(state["rng"][0]) == {"python", "numpy", "torch", "cuda", "augmentation", "teacher"}
+    reloaded = load_backbone(run)  # a run folder probes and exports as a backbone
+    torch.testing.assert_close(reloaded.state_dict()["conv1.weight"], trainer.method.backbone.state_dict()["conv1.weight"])
+
+
+def test_the_batch_splits_by_syn_ratio(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    for ratio, expected in [(0.0, (0, 16)), (0.25, (4, 12)), (0.5, (8, 8)), (1.0, (16, 0))]:
+        trainer = make_trainer(tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, tmp_path / str(ratio),
+                                                  **{"method.syn_ratio": ratio}))  # fmt: skip
+        assert (trainer.synthetic, trainer.real) == expected
+        logs = trainer.model(trainer.stream.next(trainer.real), trainer.synthetic)
+        assert ("loss/squeeze" in logs) == (ratio > 0) and ("loss/span" in logs) == (ratio < 1)
+        weighted = ratio * logs.get("loss/squeeze", 0) + (1 - ratio) * logs.get("loss/span", 0)
+        torch.testing.assert_close(logs["loss"], torch.as_tensor(weighted).float())
+
+
+def test_squeeze_without_a_teacher_is_a_one_line_error(learnable_fashion_mnist, tmp_path, capsys):
+    args = ["train", CONFIG, *tiny_run_overrides(learnable_fashion_mnist, None, tmp_path / "run")]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (
+        "ConfigError: method squeeze_span with syn_ratio > 0 needs a teacher; set teacher.path=FILE"
+    )
+
+
+def test_a_non_finite_loss_names_its_term_and_keeps_the_checkpoint(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    run = tmp_path / "run"
+    overrides = tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run,
+                                   **{"optimizer.base_lr": 1e9, "train.checkpoint_every": 1})  # fmt: skip
+    with pytest.raises(TrainingDiverged, match=r"^loss/\S+ became (nan|inf) at step (\d+); .*last.pt keeps the last good") as error:
+        make_trainer(overrides).fit()
+    failed_at = int(re.search(r"at step (\d+)", str(error.value)).group(1))
+    assert failed_at > 1  # the first step is finite, so a good state was saved
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == failed_at - 1
+
+
+def test_unknown_keys_name_the_closest_valid_one(capsys):
+    assert main(["train", CONFIG, "train.max_step=3"]) == 2
+    assert "unknown config key 'train.max_step' in the command line; did you mean 'train.max_steps'?" in capsys.readouterr().err
