@@ -139,7 +139,7 @@ def test_missing_file(tmp_path):
 
 
 def test_folder(tmp_path):
-    _expect(tmp_path, r"is a folder, not a backbone file")
+    _expect(tmp_path, r"is a folder without checkpoints/last\.pt; pass a run folder, a checkpoint or a \.safetensors backbone$")
 
 
 def test_garbage_is_not_safetensors(tmp_path):
@@ -160,11 +160,10 @@ def test_truncated_file_is_corrupt(tmp_path):
     _expect(path, r"is not a safetensors file or is corrupt")
 
 
-def test_torch_save_file_is_named_as_such(tmp_path):
+def test_a_foreign_torch_save_file_is_not_a_training_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
     torch.save({"student": resnet18_cifar(width=4).state_dict()}, path)
-    _expect(path, r"is a torch\.save file \(a training checkpoint\?\), not an exported backbone; "
-                  r"make one with `squeeze-span export`$")
+    _expect(path, r"is a torch file but not a squeeze-span training checkpoint \(no 'backbone' entry\); pass a run folder")
 
 
 def test_safetensors_without_our_metadata(tmp_path):

@@ -96,9 +96,14 @@ def _backbone_from_training_checkpoint(path: Path) -> ResNet:
         config = dict(state["backbone"])
         weights = {key[len(BACKBONE_PREFIX):]: value for key, value in state["method"].items()
                    if key.startswith(BACKBONE_PREFIX)}  # fmt: skip
+    except KeyError as error:
+        raise CheckpointError(
+            f"{path} is a torch file but not a squeeze-span training checkpoint (no {error} entry); "
+            "pass a run folder, its checkpoints/last.pt, or an exported .safetensors backbone"
+        ) from None
     except Exception as error:  # a truncated or foreign torch file fails in many ways
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path} is not a squeeze-span training checkpoint ({reason})") from None
+        raise CheckpointError(f"{path} is not a readable squeeze-span training checkpoint ({reason})") from None
     model = build_backbone(config.pop("arch"), **config)
     _check_keys(path, model, weights, "the checkpoint does not hold this backbone's weights")
     model.load_state_dict(weights, strict=True)

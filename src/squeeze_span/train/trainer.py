@@ -251,7 +251,8 @@ class Trainer:
     def _check_finite(self, logs: dict[str, torch.Tensor]) -> None:
         if torch.isfinite(logs["loss"]):
             return
-        bad = next((name for name, value in logs.items() if name != "loss" and not torch.isfinite(value).all()), "loss")
+        terms = [name for name in logs if name.startswith("loss/")]  # the most specific term first
+        bad = next((name for name in sorted(terms, key=len, reverse=True) if not torch.isfinite(logs[name]).all()), "loss")
         raise TrainingDiverged(
             f"{bad} became {logs[bad].item()} at step {self.step + 1}; the run stopped and "
             f"{self.checkpoint_dir / 'last.pt'} keeps the last good state. Lower optimizer.base_lr, or try train.precision=fp32"

@@ -1,0 +1,82 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from squeeze_span.cli import load_training_config
+from squeeze_span.data import augmentation_for
+from squeeze_span.generators import LATENT_FEATURES, Teacher, load_generator
+from squeeze_span.methods import METHODS
+from squeeze_span.methods.base import MethodContext, split_batch
+from squeeze_span.models import build_backbone
+from squeeze_span.models.heads import SqueezeModule
+from tests.conftest import tiny_run_overrides
+from tests.train.test_trainer import make_trainer
+
+CONFIGS = sorted(Path("configs").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("total, ratio, expected", [(512, 0.5, (256, 256)), (512, 1.0, (512, 0)), (512, 0.0, (0, 512)),
+                                                    (10, 0.25, (2, 8)), (7, 0.5, (4, 3))])  # fmt: skip
+def test_split_batch(total, ratio, expected):
+    assert split_batch(total, ratio) == expected
+
+
+@pytest.mark.parametrize(
+    "regex, pooled_dims",
+    [(r"synthesis\.b\d+$", [16, 16, 8]), (LATENT_FEATURES, [8]), (r"synthesis\.b(4|16)$", [16, 8])],
+)
+def test_squeeze_module_shapes_for_each_feature_regex(tiny_teacher, regex, pooled_dims):
+    teacher = Teacher(load_generator(tiny_teacher), regex)
+    dims = [shape[0] for shape in teacher.feature_shapes]
+    assert dims == pooled_dims
+    features = teacher.sample(5).features
+    squeezed = SqueezeModule(dims, depth=3, hidden_dim=32, out_dim=24)
+    assert squeezed(features).shape == (5, 24)
+    vanilla = SqueezeModule(dims, depth=0)
+    assert vanilla.out_dim == sum(dims) and vanilla(features).shape == (5, sum(dims))
+    assert not list(vanilla.parameters())
+    # depth 3: three linear layers after the laterals' sum, as the authors' CompactRepr
+    assert sum(isinstance(m, torch.nn.Linear) for m in squeezed.mlp) == 3
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
+def test_every_config_builds_its_method(path, tiny_teacher):
+    config = load_training_config(path, [f"teacher.path={tiny_teacher}", "model.width=4", "model.proj_dim=16",
+                                         "method.a_hidden=16"])  # fmt: skip
+    channels = 1 if config.data.dataset == "fashion_mnist" else 3
+    teacher = Teacher(load_generator(config.teacher.path), config.teacher.features)
+    backbone = build_backbone(config.model.backbone, in_channels=channels, width=config.model.width)
+    context = MethodContext(torch.device("cpu"), channels, augmentation_for(config.data.dataset, config.data.image_size),
+                            torch.Generator(), config.model, teacher)  # fmt: skip
+    method = METHODS[config.method.name](config.method, backbone, context)
+    synthetic, real = method.split(8)
+    size = context.augmentation.size
+    logs = method(torch.randint(0, 256, (real, channels, size, size), dtype=torch.uint8), synthetic)
+    assert torch.isfinite(logs["loss"])
+    projector_out = method.projector[-1].out_features
+    if config.method.syn_ratio > 0:
+        assert projector_out == method.squeeze_module.out_dim  # Z_f and Z_g have the same width
+
+
+def run_squeeze(config: str, data, teacher, out) -> list[float]:
+    overrides = tiny_run_overrides(data, teacher, out, **{"train.max_steps": 60, "train.log_every": 10,
+        "train.batch_size": 64, "optimizer.base_lr": 0.3, "train.checkpoint_every": 1000})  # fmt: skip
+    config = load_training_config(config, overrides)
+    from squeeze_span.train import Trainer
+
+    Trainer(config, METHODS["squeeze_span"]).fit()
+    return [json.loads(line)["std/squeeze"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_without_variance_and_covariance_the_representation_collapses(tiny_teacher, tmp_path):
+    data = "/usr/share/datasets/fashion-mnist"
+    if not Path(data).exists():
+        pytest.skip("needs Debian's Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+    collapsing = run_squeeze("configs/fashion_mnist/kd_squeeze_novar_nocov.yaml", data, tiny_teacher, tmp_path / "c")
+    regularised = run_squeeze("configs/fashion_mnist/squeeze.yaml", data, tiny_teacher, tmp_path / "e")
+    assert collapsing[-1] < 0.5 * collapsing[0]  # Table 3 row c: the std of Z_f falls
+    assert regularised[-1] > 4 * collapsing[-1]  # row e: L_var and L_cov hold it up
+    assert regularised[-1] >= regularised[0]
+
