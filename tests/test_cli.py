@@ -78,3 +78,19 @@ def test_convert_gan_refuses_an_unsafe_pickle_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith("UnsafePickleError:") and "posix.system" in error and error.count("\n") == 1
     assert not (tmp_path / "pwned").exists()
+
+
+def test_train_then_export_a_backbone_with_torchvision_names(learnable_fashion_mnist, tiny_teacher, tmp_path, capsys):
+    from squeeze_span.models import load_backbone
+    from tests.conftest import tiny_run_overrides
+
+    run = tmp_path / "run"
+    assert main(["train", "configs/fashion_mnist/squeeze_span.yaml",
+                 *tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run)]) == 0  # fmt: skip
+    assert "step 4: loss" in capsys.readouterr().out
+    out = tmp_path / "backbone.safetensors"
+    assert main(["export", str(run), str(out)]) == 0
+    exported = load_backbone(out)
+    assert "layer4.1.bn2.running_var" in exported.state_dict() and exported.config["in_channels"] == 1
+    for name, value in load_backbone(run).state_dict().items():
+        assert torch.equal(value, exported.state_dict()[name])

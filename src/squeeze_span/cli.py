@@ -78,7 +78,7 @@ def _train(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from squeeze_span.models import load_backbone, save_backbone
 
-    path = save_backbone(load_backbone(args.run), args.out)
+    path = save_backbone(load_backbone(args.run_dir), args.out)
     print(f"wrote {path}")
 
 
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     probe.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    probe.set_defaults(run=_probe)
+    probe.set_defaults(handler=_probe)
 
     train = commands.add_parser(
         "train",
@@ -148,16 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("config", metavar="CONFIG.yaml")
     train.add_argument("overrides", nargs="*", metavar="key=value")
-    train.set_defaults(run=_train)
+    train.set_defaults(handler=_train)
 
     export = commands.add_parser(
         "export",
         help="write a run's backbone as .safetensors with torchvision's resnet18 names",
         description="Export the backbone of RUN_DIR (its checkpoints/last.pt) or of a checkpoint file.",
     )
-    export.add_argument("run", metavar="RUN_DIR")
+    export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("out", metavar="OUT.safetensors")
-    export.set_defaults(run=_export)
+    export.set_defaults(handler=_export)
 
     convert = commands.add_parser(
         "convert-gan",
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("pickle", metavar="IN.pkl")
     convert.add_argument("out_dir", metavar="OUT_DIR")
-    convert.set_defaults(run=_convert_gan)
+    convert.set_defaults(handler=_convert_gan)
 
     sample = commands.add_parser(
         "sample-gan",
@@ -183,14 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--noise-mode", choices=("const", "random", "none"), default="const")
     sample.add_argument("--device", default="auto")
     sample.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    sample.set_defaults(run=_sample_gan)
+    sample.set_defaults(handler=_sample_gan)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        args.handler(args)
     except UserError as error:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 2
