@@ -8,9 +8,7 @@ one: the caller passes the method's class.
 
 from __future__ import annotations
 
-import json
 import math
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -21,11 +19,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from squeeze_span.config import TrainingConfig, to_dict, to_yaml
+from squeeze_span.config import TrainingConfig, to_dict
 from squeeze_span.data import augmentation_for, load_dataset
 from squeeze_span.data.augment import DEFAULT_SIZES
 from squeeze_span.data.stream import RealBatchStream
-from squeeze_span.errors import ConfigError, DatasetError, UserError
+from squeeze_span.errors import ConfigError, DatasetError
 from squeeze_span.eval import extract_features, knn_accuracy
 from squeeze_span.generators import Teacher, load_generator
 from squeeze_span.methods.base import Method, MethodContext
@@ -43,14 +41,10 @@ from squeeze_span.train.distributed import (
     gather_with_grad,
     init_distributed,
 )
-from squeeze_span.train.events import EventWriter
+from squeeze_span.train.run import RunFolder, check_finite
 from squeeze_span.train.sync_batchnorm import convert_sync_batchnorm
 
 MethodFactory = Callable[[Any, nn.Module, MethodContext], Method]
-
-
-class TrainingDiverged(UserError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def cosine_schedule(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
@@ -79,8 +73,6 @@ class Trainer:
             # Weights and activations of a collapsing representation sink into denormal floats,
             # which CPUs process up to 100x slower; flushing them to zero costs no accuracy.
             torch.set_flush_denormal(True)
-        self.output_dir = Path(config.output_dir)
-        self.checkpoint_dir = self.output_dir / "checkpoints"
         torch.manual_seed(train.seed + self.dist.rank)
 
         data = config.data
@@ -125,7 +117,8 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
         self.step = 0
-        self.command = command or sys.argv
+        self.run = RunFolder(config.output_dir, config, command or sys.argv, self.dist.is_main)
+        self.checkpoint_dir = self.run.checkpoints
         self.monitor_data = None
 
     # ------------------------------------------------------------------ building
@@ -207,15 +200,6 @@ class Trainer:
         self.stream.load_state_dict(state["stream"])
         restore_rng(state["rng"][self.dist.rank], self._generators())
         self.step = int(state["step"])
-        if self.dist.is_main:
-            self._drop_metrics_after(self.step)
-
-    def _drop_metrics_after(self, step: int) -> None:
-        """A killed run may have logged steps past its last checkpoint; they are run again."""
-        path = self.output_dir / "metrics.jsonl"
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= step]
-            path.write_text("".join(kept))
 
     # ------------------------------------------------------------------ monitoring
 
@@ -246,33 +230,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def _write_run_files(self) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.yaml").write_text(to_yaml(self.config))
-        with (self.output_dir / "command.txt").open("a") as file:
-            file.write(shlex.join(self.command) + "\n")
-
-    def _check_finite(self, logs: dict[str, torch.Tensor]) -> None:
-        if torch.isfinite(logs["loss"]):
-            return
-        terms = [name for name in logs if name.startswith("loss/")]  # the most specific term first
-        bad = next((name for name in sorted(terms, key=len, reverse=True) if not torch.isfinite(logs[name]).all()), "loss")
-        raise TrainingDiverged(
-            f"{bad} became {logs[bad].item()} at step {self.step + 1}; the run stopped and "
-            f"{self.checkpoint_dir / 'last.pt'} keeps the last good state. Lower optimizer.base_lr, or try train.precision=fp32"
-        )
-
     def fit(self) -> dict[str, Any]:
         """Train to ``total_steps`` (resuming if asked); return the final metrics."""
         train = self.config.train
         self.resume()
         main = self.dist.is_main
-        if main:
-            self._write_run_files()
-            events = EventWriter(self.output_dir)
-            metrics = (self.output_dir / "metrics.jsonl").open("a")
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.config.method.name}",
-                   unit="step", disable=not (main and train.progress), dynamic_ncols=True)  # fmt: skip
+        self.run.open(self.step)
+        bar = self.run.progress(self.total_steps, self.step, f"train {self.config.method.name}", train.progress)
         self.model.train()
         local_synthetic = self.synthetic // self.dist.world_size
         last_time, last_step = time.perf_counter(), self.step
@@ -282,7 +246,8 @@ class Trainer:
                 real = self.stream.next(self.real)
                 with autocast(self.device, train.precision):
                     logs = self.model(real, local_synthetic)
-                self._check_finite(logs)
+                check_finite(logs, self.step + 1, self.checkpoint_dir / "last.pt",
+                             "Lower optimizer.base_lr, or try train.precision=fp32")  # fmt: skip
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(logs["loss"]).backward()
                 self.scaler.step(self.optimizer)
@@ -301,19 +266,15 @@ class Trainer:
                     if knn_now and main:
                         record.update(self.knn_monitor() or {})
                     last_time, last_step = time.perf_counter(), self.step
+                    self.run.log(record)
                     if main:
-                        metrics.write(json.dumps(record) + "\n")
-                        metrics.flush()
-                        events.add_scalars({k: v for k, v in record.items() if k != "step"}, self.step)
                         bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
                 bar.update()
                 if self.step % train.checkpoint_every == 0 or self.step == self.total_steps:
                     self.save()
         finally:
             bar.close()
-            if main:
-                metrics.close()
-                events.close()
+            self.run.close()
         if main:
             record["machine"] = machine_description(self.device)
         return record
