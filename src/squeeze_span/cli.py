@@ -75,6 +75,16 @@ def _train(args: argparse.Namespace) -> None:
         print(f"step {record['step']}: loss {record['loss']:.4f}{knn}; run folder {config.output_dir}")
 
 
+def _train_gan(args: argparse.Namespace) -> None:
+    from squeeze_span.config import GanTrainingConfig, load_config
+    from squeeze_span.train.gan import GanTrainer
+
+    config = load_config(args.config, args.overrides, GanTrainingConfig)
+    record = GanTrainer(config, command=["squeeze-span", "train-gan", args.config, *args.overrides]).fit()
+    state = "done" if record["finished"] else "stopped (train.max_seconds); run again with resume=auto to go on"
+    print(f"kimg {record['kimg']:.1f}, step {record['step']}: {state}; run folder {config.output_dir}")
+
+
 def _export(args: argparse.Namespace) -> None:
     from squeeze_span.models import load_backbone, save_backbone
 
@@ -149,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", metavar="CONFIG.yaml")
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.set_defaults(handler=_train)
+
+    train_gan = commands.add_parser(
+        "train-gan",
+        help="train a StyleGAN2 on a dataset (snapshots G_ema, G, D for teachers), from a YAML config",
+        description="Train our StyleGAN2 from CONFIG.yaml (e.g. configs/fashion_mnist/gan.yaml) with key=value "
+        "overrides (train.max_seconds=3600 resume=auto ...); snapshots go to OUTPUT_DIR/snapshots/.",
+    )
+    train_gan.add_argument("config", metavar="CONFIG.yaml")
+    train_gan.add_argument("overrides", nargs="*", metavar="key=value")
+    train_gan.set_defaults(handler=_train_gan)
 
     export = commands.add_parser(
         "export",

@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Dict, Optional, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -94,6 +94,98 @@ class TrainingConfig:
     output_dir: str = "runs/default"
     resume: Optional[str] = None  # 'auto': continue from output_dir/checkpoints/last.pt if it exists; or a path
 
+
+
+# ------------------------------------------------------------------ GAN training (squeeze-span train-gan)
+
+
+@dataclass
+class GanDataConfig:
+    dataset: str = "fashion_mnist"
+    root: Optional[str] = None  # None: the dataset's default folder
+    split: str = "train"
+    resolution: Optional[int] = None  # None: the next power of two >= the image size (28 -> 32, zero-padded)
+    on_device: bool = True
+
+
+@dataclass
+class GanGeneratorConfig:
+    """``squeeze_span.generators.stylegan2.Generator`` init kwargs (c_dim, resolution, channels come from the data)."""
+
+    z_dim: int = 128
+    w_dim: int = 128
+    mapping_kwargs: Dict[str, Any] = field(default_factory=lambda: {"num_layers": 2})
+    synthesis_kwargs: Dict[str, Any] = field(
+        default_factory=lambda: {"channel_base": 2048, "channel_max": 64, "architecture": "skip", "conv_clamp": None}
+    )
+    noise_mode: str = "random"  # per-pixel noise while training, as StyleGAN2
+
+
+@dataclass
+class GanDiscriminatorConfig:
+    """``squeeze_span.generators.stylegan2.Discriminator`` init kwargs."""
+
+    architecture: str = "resnet"  # orig | skip | resnet
+    channel_base: int = 2048
+    channel_max: int = 64
+    conv_clamp: Optional[float] = None
+    block_kwargs: Dict[str, Any] = field(default_factory=dict)
+    epilogue_kwargs: Dict[str, Any] = field(default_factory=lambda: {"mbstd_group_size": 4})
+
+
+@dataclass
+class GanOptimizerConfig:
+    """Adam for G and D: StyleGAN2-ADA's cifar recipe (lr 0.0025, betas (0, 0.99), eps 1e-8)."""
+
+    g_lr: float = 0.0025
+    d_lr: float = 0.0025
+    beta1: float = 0.0
+    beta2: float = 0.99
+    eps: float = 1e-8
+
+
+@dataclass
+class GanLossConfig:
+    r1_gamma: float = 0.1  # weight of (gamma / 2) * R1; NVIDIA's cifar recipe: 0.01
+    r1_interval: int = 16  # lazy regularization: R1 every this many D steps (1: every step)
+    r1_precision: str = "fp32"  # fp32: the R1 pass runs with autocast off; 'train': in train.precision
+    ema_kimg: float = 10.0  # G_ema half-life in thousands of images
+    ema_rampup: Optional[float] = 0.05  # half-life at most this fraction of the images seen; None: off
+
+
+@dataclass
+class GanAugmentConfig:
+    diffaugment: bool = False  # translation + cutout on real and fake images before D (small data)
+    translation: float = 0.125  # largest shift, as a fraction of the image size
+    cutout: float = 0.5  # side of the zeroed square, as a fraction of the image size
+
+
+@dataclass
+class GanTrainConfig:
+    batch_size: int = 32
+    total_kimg: float = 1000.0  # stop after this many thousand real images
+    max_seconds: Optional[float] = None  # stop this invocation (checkpoint + snapshot) after this wall time
+    precision: str = "bf16"  # fp32 | bf16 | fp16 (GPU only)
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 50  # steps
+    checkpoint_every: int = 500  # steps between writes of checkpoints/last.pt
+    snapshot_kimg: float = 50.0  # thousands of images between snapshots/network-snapshot-KIMG/
+    grid_size: int = 64  # samples of G_ema on fixed latents in each snapshot's grid
+    progress: bool = True
+
+
+@dataclass
+class GanTrainingConfig:
+    data: GanDataConfig = field(default_factory=GanDataConfig)
+    generator: GanGeneratorConfig = field(default_factory=GanGeneratorConfig)
+    discriminator: GanDiscriminatorConfig = field(default_factory=GanDiscriminatorConfig)
+    optimizer: GanOptimizerConfig = field(default_factory=GanOptimizerConfig)
+    loss: GanLossConfig = field(default_factory=GanLossConfig)
+    augment: GanAugmentConfig = field(default_factory=GanAugmentConfig)
+    train: GanTrainConfig = field(default_factory=GanTrainConfig)
+    output_dir: str = "runs/gan"
+    resume: Optional[str] = None  # 'auto': continue from output_dir/checkpoints/last.pt if it exists; or a path
 
 
 def _read_yaml(path: str | os.PathLike[str]) -> DictConfig:

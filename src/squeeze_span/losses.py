@@ -8,6 +8,8 @@ NeurIPS 2022) reuses both for distilling the generator and for the real images:
 - covariance: the squared off-diagonal covariances, pushing dimensions apart.
 
 And SimSiam's negative cosine similarity with stop-gradient (Chen and He, CVPR 2021).
+
+And the GAN losses of StyleGAN2: the non-saturating logistic loss and the R1 penalty.
 """
 
 from __future__ import annotations
@@ -88,3 +90,56 @@ def simsiam_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """
     _check_pair(p, z)
     return -F.cosine_similarity(p, z.detach(), dim=1).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# GAN losses: StyleGAN2's non-saturating logistic loss and the R1 penalty (Goodfellow et al.,
+# NeurIPS 2014, section 3; Mescheder, Geiger, Nowozin, ICML 2018, eq. 9; Karras et al., CVPR 2020).
+
+
+def _check_logits(logits: torch.Tensor, name: str) -> None:
+    if logits.dim() not in (1, 2) or (logits.dim() == 2 and logits.shape[1] != 1) or logits.shape[0] < 1:
+        raise ValueError(f"{name} must be [batch] or [batch, 1] discriminator outputs, got shape {tuple(logits.shape)}")
+
+
+def generator_logistic_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """L_G = E_z[softplus(-D(G(z)))] = E_z[-log sigmoid(D(G(z)))]: the non-saturating generator loss.
+
+    Goodfellow et al. (2014), section 3, as used by StyleGAN2 (Karras et al., 2020). Computed
+    in float32 whatever the logits' dtype.
+    """
+    _check_logits(fake_logits, "fake_logits")
+    return F.softplus(-fake_logits.float()).mean()
+
+
+def discriminator_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """L_D = E_z[softplus(D(G(z)))] + E_x[softplus(-D(x))]: the logistic discriminator loss.
+
+    Equal to -E[log(1 - sigmoid(D(G(z))))] - E[log sigmoid(D(x))], i.e. binary cross-entropy
+    with fakes labelled 0 and reals 1 (Goodfellow et al., 2014, eq. 1). The two batches may
+    differ in size. Computed in float32.
+    """
+    _check_logits(real_logits, "real_logits")
+    _check_logits(fake_logits, "fake_logits")
+    return F.softplus(fake_logits.float()).mean() + F.softplus(-real_logits.float()).mean()
+
+
+def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
+    """R1 = E_x[ ||grad_x D(x)||^2 ]: the squared gradient norm of D at the real images.
+
+    Mescheder et al. (2018), eq. 9, without the gamma / 2 factor (the caller applies it, and
+    the lazy-regularization interval: StyleGAN2 adds (gamma / 2) * R1 * interval every
+    ``interval`` steps). ``real_images`` must require grad and ``real_logits`` must be
+    computed from it; the gradient is taken with ``create_graph=True`` so that the penalty
+    itself can be backpropagated into D's weights. Each image's squared norm sums over all
+    its pixels and channels; the mean is over the batch.
+    """
+    _check_logits(real_logits, "real_logits")
+    if real_images.dim() < 2 or real_images.shape[0] != real_logits.shape[0]:
+        raise ValueError(
+            f"real_images must be [batch, ...] with the logits' batch {real_logits.shape[0]}, got {tuple(real_images.shape)}"
+        )
+    if not real_images.requires_grad:
+        raise ValueError("real_images must require grad (x.detach().requires_grad_()) and be D's input, to differentiate D at it")
+    (gradients,) = torch.autograd.grad(real_logits.float().sum(), real_images, create_graph=True)
+    return gradients.float().square().flatten(1).sum(dim=1).mean()

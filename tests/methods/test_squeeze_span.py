@@ -6,6 +6,7 @@ import torch
 
 from squeeze_span.cli import load_training_config
 from squeeze_span.data import augmentation_for
+from squeeze_span.data.stream import RealBatch
 from squeeze_span.generators import LATENT_FEATURES, Teacher, load_generator
 from squeeze_span.methods import METHODS
 from squeeze_span.methods.base import MethodContext, split_batch
@@ -48,12 +49,13 @@ def test_every_config_builds_its_method(path, tiny_teacher):
     channels = 1 if config.data.dataset == "fashion_mnist" else 3
     teacher = Teacher(load_generator(config.teacher.path), config.teacher.features)
     backbone = build_backbone(config.model.backbone, in_channels=channels, width=config.model.width)
-    context = MethodContext(torch.device("cpu"), channels, augmentation_for(config.data.dataset, config.data.image_size),
+    context = MethodContext(torch.device("cpu"), channels, 10, augmentation_for(config.data.dataset, config.data.image_size),
                             torch.Generator(), config.model, teacher)  # fmt: skip
     method = METHODS[config.method.name](config.method, backbone, context)
     synthetic, real = method.split(8)
     size = context.augmentation.size
-    logs = method(torch.randint(0, 256, (real, channels, size, size), dtype=torch.uint8), synthetic)
+    images = torch.randint(0, 256, (real, channels, size, size), dtype=torch.uint8)
+    logs = method(RealBatch(images, torch.zeros(real, dtype=torch.long)), synthetic)
     assert torch.isfinite(logs["loss"])
     projector_out = method.projector[-1].out_features
     if config.method.syn_ratio > 0:

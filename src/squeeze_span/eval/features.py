@@ -29,8 +29,10 @@ def extract_features(
     """Features [N, D] (float32, on `device`) and labels [N] of the center view of every image.
 
     The backbone runs in eval mode, so BatchNorm uses its running statistics and the
-    features do not depend on the batch.
+    features do not depend on the batch. A backbone with a classifier gives its
+    ``forward_features``, the pooled features before the classifier.
     """
+    embed = getattr(backbone, "forward_features", backbone)
     was_training = backbone.training
     backbone.eval()
     features, labels = [], []
@@ -40,7 +42,7 @@ def extract_features(
             images, batch_labels = dataset.get_batch(index)
             view = center_view(images.to(device, non_blocking=True), size, mean, std)
             with autocast(device, precision):
-                output = backbone(view.contiguous(memory_format=torch.channels_last))
+                output = embed(view.contiguous(memory_format=torch.channels_last))
             features.append(output.float())
             labels.append(batch_labels.to(device))
     finally:

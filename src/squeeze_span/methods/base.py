@@ -6,8 +6,9 @@ checkpoints, logging) and knows a method only through this interface:
 
 - it is built as ``Method(config, backbone, context)``;
 - ``split(batch_size)`` says how many of a step's images are synthetic and how many real;
-- ``forward(real_images, num_synthetic)`` is one training step (the method draws its
-  synthetic images from the teacher itself): it returns a dict with the total
+- ``forward(real, num_synthetic)`` is one training step on a batch of real images and
+  labels (a ``RealBatch``); the method draws its synthetic images from the teacher itself.
+  It returns a dict with the total
   ``loss`` and every logged term by name (``loss/span/variance``, ...). It is
   ``forward`` so that DDP sees the step;
 - ``backbone`` is the network that is exported and probed.
@@ -32,6 +33,7 @@ class MethodContext:
 
     device: torch.device
     image_channels: int  # the real data's channels; teacher images are converted to them
+    num_classes: int  # classes of the real data's labels (for supervised methods)
     augmentation: BatchAugmentation  # the paper's augmentation, for real and synthetic images
     generator: torch.Generator  # draws augmentation parameters; checkpointed by the trainer
     model: ModelConfig

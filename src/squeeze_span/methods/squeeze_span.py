@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from squeeze_span.data import center_view, match_channels
+from squeeze_span.data.stream import RealBatch
 from squeeze_span.errors import ConfigError
 from squeeze_span.losses import covariance_loss, variance_loss, vicreg_loss
 from squeeze_span.methods.base import Method, MethodContext, split_batch
@@ -106,7 +107,8 @@ class SqueezeSpan(Method):
         with full_precision(self.context.device):
             return vicreg_loss(z1, z2, config.invariance_weight, config.variance_weight, config.covariance_weight), z1
 
-    def forward(self, real_images: torch.Tensor, num_synthetic: int) -> dict[str, torch.Tensor]:
+    def forward(self, real: RealBatch, num_synthetic: int) -> dict[str, torch.Tensor]:
+        real_images = real.images
         alpha = self.config.syn_ratio
         logs: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self.context.device)

@@ -115,11 +115,19 @@ class ResNet(nn.Module):
         layers += [BasicBlock(planes, planes) for _ in range(blocks - 1)]
         return nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features ``[N, feature_dim]``, whatever ``fc`` is."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh linear classifier ``fc`` for ``num_classes`` (0: none, forward gives the features)."""
+        self.fc = nn.Linear(self.feature_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.config["num_classes"] = num_classes
 
 
 def resnet18(

@@ -91,6 +91,7 @@ class Trainer:
         context = MethodContext(
             device=self.device,
             image_channels=self.dataset.num_channels,
+            num_classes=len(self.dataset.classes),
             augmentation=self.augmentation,
             generator=self.augment_generator,
             model=config.model,
