@@ -94,3 +94,15 @@ def test_train_then_export_a_backbone_with_torchvision_names(learnable_fashion_m
     assert "layer4.1.bn2.running_var" in exported.state_dict() and exported.config["in_channels"] == 1
     for name, value in load_backbone(run).state_dict().items():
         assert torch.equal(value, exported.state_dict()[name])
+
+
+def test_fd_names_its_metric_honestly(learnable_fashion_mnist, tiny_teacher, tmp_path, capsys):
+    torch.manual_seed(0)
+    classifier = save_backbone(resnet18_cifar(in_channels=1, width=4), tmp_path / "classifier.safetensors")
+    args = ["fd", str(tiny_teacher), "--dataset", "fashion_mnist", "--data", str(learnable_fashion_mnist),
+            "--classifier", str(classifier), "--n", "40", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"FD-fashion_mnist-classifier of {tiny_teacher} against fashion_mnist train") and "FID" not in out
+    assert main([*args[:-4], "--inception", str(tmp_path / "missing.pth")]) == 2
+    assert "missing.pth is missing; FID needs pt_inception-2015-12-05" in capsys.readouterr().err

@@ -92,6 +92,28 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _fd(args: argparse.Namespace) -> None:
+    from squeeze_span.data import DATASET_STATS, load_dataset
+    from squeeze_span.data.augment import DEFAULT_SIZES
+    from squeeze_span.eval.frechet import BackboneFeatures, InceptionFeatures, generator_fd
+    from squeeze_span.generators import load_generator
+    from squeeze_span.models import load_backbone
+    from squeeze_span.runtime import resolve_device
+
+    device = resolve_device(args.device)
+    real = load_dataset(args.dataset, args.data, "train")
+    if args.inception:
+        extractor, metric = InceptionFeatures(args.inception).to(device), "FID"
+    else:
+        mean, std = DATASET_STATS[args.dataset]
+        size = DEFAULT_SIZES.get(args.dataset, real.image_size[0])
+        extractor = BackboneFeatures(load_backbone(args.classifier).to(device), size, mean, std)
+        metric = f"FD-{args.dataset}-classifier"
+    distance = generator_fd(load_generator(args.model), real, extractor, count=args.n, device=device,
+                            progress=not args.no_progress)  # fmt: skip
+    print(f"{metric} of {args.model} against {args.dataset} train ({args.n} images each): {distance:.3f}")
+
+
 def _convert_gan(args: argparse.Namespace) -> None:
     from squeeze_span.generators import load_networks, save_network
 
@@ -178,6 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("out", metavar="OUT.safetensors")
     export.set_defaults(handler=_export)
+
+    fd = commands.add_parser(
+        "fd",
+        help="Frechet distance of a generator's samples to a dataset (FID with Inception weights)",
+        description="Frechet distance between MODEL's samples and the dataset's train images, in the features "
+        "of a classifier trained on the dataset (FD-<dataset>-classifier) or, with --inception, of "
+        "pt_inception-2015-12-05 (FID).",
+    )
+    fd.add_argument("model", metavar="MODEL")
+    fd.add_argument("--dataset", required=True, choices=DATASETS)
+    fd.add_argument("--data", metavar="ROOT")
+    extractor = fd.add_mutually_exclusive_group(required=True)
+    extractor.add_argument("--classifier", metavar="BACKBONE", help="a classifier: run folder or exported backbone")
+    extractor.add_argument("--inception", metavar="PT", help="pt_inception-2015-12-05-6726825d.pth: the number is FID")
+    fd.add_argument("--n", type=int, default=10000, help="images of each set")
+    fd.add_argument("--device", default="auto")
+    fd.add_argument("--no-progress", action="store_true")
+    fd.set_defaults(handler=_fd)
 
     convert = commands.add_parser(
         "convert-gan",

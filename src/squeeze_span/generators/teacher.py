@@ -52,7 +52,7 @@ class Teacher:
     def __init__(
         self,
         generator: nn.Module,
-        feature_regex: str = DEFAULT_FEATURES,
+        feature_regex: str | None = DEFAULT_FEATURES,
         *,
         device: torch.device | str = "cpu",
         precision: str = "fp32",
@@ -68,22 +68,27 @@ class Teacher:
         self.call_kwargs = (
             {"truncation_psi": truncation_psi, "noise_mode": noise_mode} if isinstance(generator, Generator) else {}
         )
-        try:
-            pattern = re.compile(feature_regex)
-        except re.error as error:
-            raise ConfigError(f"feature regex {feature_regex!r} is invalid ({error})") from None
-        self.feature_names = [name for name, _ in generator.named_modules() if name and pattern.search(name)]
-        if not self.feature_names:
-            names = [name for name, _ in generator.named_modules() if name and name.count(".") < 2]
-            raise ConfigError(
-                f"feature regex {feature_regex!r} matches no module of the generator; some names: {', '.join(names[:12])}"
-            )
+        self.feature_names = self._tapped_modules(generator, feature_regex) if feature_regex is not None else []
         self._recorded: dict[str, torch.Tensor] = {}
         modules = dict(generator.named_modules())
         for name in self.feature_names:
             modules[name].register_forward_hook(self._recorder(name))
         self.latent_generator = torch.Generator(self.device).manual_seed(seed)
         self._shapes: tuple[tuple[int, ...], list[tuple[int, ...]]] | None = None
+
+    @staticmethod
+    def _tapped_modules(generator: nn.Module, feature_regex: str) -> list[str]:
+        try:
+            pattern = re.compile(feature_regex)
+        except re.error as error:
+            raise ConfigError(f"feature regex {feature_regex!r} is invalid ({error})") from None
+        names = [name for name, _ in generator.named_modules() if name and pattern.search(name)]
+        if not names:
+            shallow = [name for name, _ in generator.named_modules() if name and name.count(".") < 2]
+            raise ConfigError(
+                f"feature regex {feature_regex!r} matches no module of the generator; some names: {', '.join(shallow[:12])}"
+            )
+        return names
 
     def _recorder(self, name: str):
         def hook(module: nn.Module, inputs: object, output: object) -> None:

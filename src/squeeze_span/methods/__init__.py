@@ -6,8 +6,10 @@
 
 from squeeze_span.methods.base import Method, MethodContext
 from squeeze_span.methods.squeeze_span import SqueezeSpan, SqueezeSpanConfig
+from squeeze_span.methods.supervised import Supervised, SupervisedConfig
 
-METHODS: dict[str, type[Method]] = {"squeeze_span": SqueezeSpan}
-METHOD_CONFIGS: dict[str, type] = {"squeeze_span": SqueezeSpanConfig}
+METHODS: dict[str, type[Method]] = {"squeeze_span": SqueezeSpan, "supervised": Supervised}
+METHOD_CONFIGS: dict[str, type] = {"squeeze_span": SqueezeSpanConfig, "supervised": SupervisedConfig}
 
-__all__ = ["METHODS", "METHOD_CONFIGS", "Method", "MethodContext", "SqueezeSpan", "SqueezeSpanConfig"]
+__all__ = ["METHODS", "METHOD_CONFIGS", "Method", "MethodContext", "SqueezeSpan", "SqueezeSpanConfig", "Supervised",
+           "SupervisedConfig"]  # fmt: skip
