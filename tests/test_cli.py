@@ -104,5 +104,5 @@ def test_fd_names_its_metric_honestly(learnable_fashion_mnist, tiny_teacher, tmp
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"FD-fashion_mnist-classifier of {tiny_teacher} against fashion_mnist train") and "FID" not in out
-    assert main([*args[:-4], "--inception", str(tmp_path / "missing.pth")]) == 2
+    assert main([*args[:-5], "--inception", str(tmp_path / "missing.pth"), "--no-progress"]) == 2
     assert "missing.pth is missing; FID needs pt_inception-2015-12-05" in capsys.readouterr().err

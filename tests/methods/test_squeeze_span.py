@@ -13,7 +13,6 @@ from squeeze_span.methods.base import MethodContext, split_batch
 from squeeze_span.models import build_backbone
 from squeeze_span.models.heads import SqueezeModule
 from tests.conftest import tiny_run_overrides
-from tests.train.test_trainer import make_trainer
 
 CONFIGS = sorted(Path("configs").glob("*/*.yaml"))
 

@@ -45,7 +45,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from squeeze_span.config import GanTrainingConfig, to_dict
 from squeeze_span.data import load_dataset
