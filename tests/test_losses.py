@@ -64,3 +64,38 @@ def test_collapsed_batch_is_penalised():
 def test_shape_errors_name_the_problem(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_gan_logistic_losses_by_hand():
+    from squeeze_span.losses import discriminator_logistic_loss, generator_logistic_loss
+
+    real = torch.tensor([[0.0], [2.0]])
+    fake = torch.tensor([[0.0], [-1.0], [math.log(3.0)]])
+    softplus = lambda x: math.log1p(math.exp(x))
+    # G: softplus(-fake) = log 2, log(1 + e), log(4/3).
+    expected_g = (math.log(2) + softplus(1.0) + math.log(4 / 3)) / 3
+    assert generator_logistic_loss(fake).item() == pytest.approx(expected_g, rel=1e-6)
+    # D: mean softplus(fake) + mean softplus(-real) = (log 2 + log(1 + 1/e) + log 4) / 3 + (log 2 + log(1 + e^-2)) / 2.
+    expected_d = (math.log(2) + softplus(-1.0) + math.log(4)) / 3 + (math.log(2) + softplus(-2.0)) / 2
+    assert discriminator_logistic_loss(real, fake).item() == pytest.approx(expected_d, rel=1e-6)
+
+
+def test_r1_of_a_linear_discriminator_is_the_squared_weight_norm():
+    from squeeze_span.losses import r1_penalty
+
+    weight = torch.tensor([[[1.0, -2.0], [0.5, 3.0]]], requires_grad=True)  # D(x) = sum(w * x)
+    images = torch.randn(5, 1, 2, 2, requires_grad=True)
+    logits = (images * weight).sum(dim=[1, 2, 3]).unsqueeze(1)
+    penalty = r1_penalty(logits, images)
+    assert penalty.item() == pytest.approx(1 + 4 + 0.25 + 9)
+    penalty.backward()  # create_graph: the penalty's gradient reaches D's weights, d||w||^2/dw = 2w
+    torch.testing.assert_close(weight.grad, 2 * weight.detach())
+
+
+def test_gan_loss_shape_errors_name_the_problem():
+    from squeeze_span.losses import discriminator_logistic_loss, r1_penalty
+
+    with pytest.raises(ValueError, match=r"fake_logits must be \[batch\] or \[batch, 1\].*\(3, 2\)"):
+        discriminator_logistic_loss(torch.zeros(3, 1), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="must require grad"):
+        r1_penalty(torch.zeros(2, 1), torch.zeros(2, 1, 4, 4))

@@ -159,7 +159,7 @@ class GanTrainer:
 
         self.step = 0
         self.nimg = 0
-        self.total_nimg = int(round(train.total_kimg * 1000))
+        self.total_nimg = round(train.total_kimg * 1000)
         self.run = RunFolder(config.output_dir, config, command or sys.argv)
         self.checkpoint_dir = self.run.checkpoints
         self.snapshot_dir = self.run.path / "snapshots"
@@ -177,9 +177,7 @@ class GanTrainer:
         """One D step (plus the R1 step every r1_interval steps) and one G step on a batch; returns the losses."""
         config, train = self.config, self.config.train
         batch = train.batch_size
-        drawn = self.stream.next(batch)
-        real = getattr(drawn, "images", drawn)  # a RealBatch (images, labels), or the images alone
-        real = real_images_for_gan(real, self.resolution).contiguous(memory_format=torch.channels_last)
+        real = real_images_for_gan(self.stream.next(batch).images, self.resolution).contiguous(memory_format=torch.channels_last)
         z = torch.randn(batch, self.G.z_dim, generator=self.latent_generator, device=self.device)
 
         with autocast(self.device, train.precision):
@@ -301,7 +299,7 @@ class GanTrainer:
         self.run.open(self.step)
         total_steps = math.ceil(self.total_nimg / train.batch_size)
         bar = self.run.progress(total_steps, self.step, "train-gan", train.progress)
-        snapshot_nimg = max(1, int(round(train.snapshot_kimg * 1000)))
+        snapshot_nimg = max(1, round(train.snapshot_kimg * 1000))
         last_time, last_nimg = time.perf_counter(), self.nimg
         record: dict[str, Any] = {"step": self.step, "kimg": self.nimg / 1000}
         fix = "Raise loss.r1_gamma, lower optimizer.g_lr/d_lr, or try train.precision=fp32"

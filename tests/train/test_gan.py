@@ -1,0 +1,155 @@
+"""train-gan: a tiny run writes loadable snapshots; resume continues exactly; DiffAugment; padding."""
+
+import json
+
+import pytest
+import torch
+
+from squeeze_span.cli import main
+from squeeze_span.config import GanTrainingConfig, load_config
+from squeeze_span.data.diffaugment import DiffAugment, cutout, translate
+from squeeze_span.errors import ConfigError
+from squeeze_span.generators import load_generator, load_networks
+from squeeze_span.train.checkpoint import load_checkpoint
+from squeeze_span.train.gan import GanTrainer, ema_beta, gan_resolution, real_images_for_gan
+
+CONFIG = "configs/fashion_mnist/gan.yaml"
+
+
+def tiny_overrides(data, output_dir, **extra):
+    """Shrink configs/fashion_mnist/gan.yaml to a 16x16 run of seconds (28x28 data: resolution 32 -> 16 not allowed)."""
+    settings = {
+        "data.root": data, "output_dir": output_dir,
+        "generator.z_dim": 8, "generator.w_dim": 8,
+        "generator.synthesis_kwargs.channel_base": 64, "generator.synthesis_kwargs.channel_max": 8,
+        "discriminator.channel_base": 64, "discriminator.channel_max": 8,
+        "train.batch_size": 4, "train.total_kimg": 0.032, "train.precision": "fp32", "train.device": "cpu",
+        "train.progress": False, "train.log_every": 1, "train.checkpoint_every": 3, "train.snapshot_kimg": 0.016,
+        "train.grid_size": 4, "loss.r1_interval": 2, "loss.r1_gamma": 1.0, "augment.diffaugment": True,
+    }  # fmt: skip
+    settings.update(extra)
+    return [f"{key}={'null' if value is None else value}" for key, value in settings.items()]
+
+
+def make_trainer(overrides):
+    return GanTrainer(load_config(CONFIG, overrides, GanTrainingConfig), command=["test"])
+
+
+def test_a_tiny_run_writes_loadable_snapshots_and_finite_losses(learnable_fashion_mnist, tmp_path):
+    run = tmp_path / "run"
+    record = make_trainer(tiny_overrides(learnable_fashion_mnist, run)).fit()
+    assert record["finished"] and record["step"] == 8 and record["kimg"] == pytest.approx(0.032)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 9))
+    for line in lines:
+        for name in ("loss/G", "loss/D", "loss/r1", "images_per_s"):
+            assert torch.isfinite(torch.tensor(line[name])), (name, line)
+    assert lines[0]["loss/r1"] > 0  # the R1 step ran at step 0
+    snapshot = run / "snapshots" / "network-snapshot-000000"
+    assert {"G_ema.safetensors", "G.json", "D.safetensors", "samples.png", "snapshot.json"} <= {p.name for p in snapshot.iterdir()}
+    networks = load_networks(snapshot)
+    assert set(networks) == {"G_ema", "G", "D"}
+    generator = load_generator(snapshot)
+    assert generator.img_resolution == 32 and generator.img_channels == 1  # 28x28 data in a 32x32 generator
+    with torch.no_grad():
+        images = generator(torch.randn(3, generator.z_dim), None)
+        logits = networks["D"](images, None)
+    assert images.shape == (3, 1, 32, 32) and logits.shape == (3, 1)
+    assert images.abs().max() < 10  # the tiny generator's output sits around [-1, 1]
+    state = load_checkpoint(run / "checkpoints" / "last.pt")  # weights_only=True
+    assert state["step"] == 8 and state["nimg"] == 32
+    assert {"G", "D", "G_ema", "G_opt", "D_opt", "stream"} <= set(state)
+    assert set(state["rng"][0]) == {"python", "numpy", "torch", "cuda", "latent", "augmentation"}
+
+
+def test_resume_in_two_invocations_equals_one_run(learnable_fashion_mnist, tmp_path):
+    pieces = tmp_path / "pieces"
+    first = make_trainer(tiny_overrides(learnable_fashion_mnist, pieces, **{"train.total_kimg": 0.02, "resume": "auto"}))
+    assert first.fit()["step"] == 5  # stops between checkpoints: the last step is saved anyway
+    second = make_trainer(tiny_overrides(learnable_fashion_mnist, pieces, resume="auto"))
+    second.fit()
+    straight = make_trainer(tiny_overrides(learnable_fashion_mnist, tmp_path / "straight"))
+    straight.fit()
+    for name in ("G", "D", "G_ema"):
+        expected = getattr(straight, name).state_dict()
+        for key, value in getattr(second, name).state_dict().items():
+            assert torch.equal(value, expected[key]), f"{name}.{key} differs after resuming"
+    steps = [json.loads(line)["step"] for line in (pieces / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+
+
+def test_max_seconds_stops_with_a_checkpoint_and_a_snapshot(learnable_fashion_mnist, tmp_path, capsys):
+    run = tmp_path / "run"
+    overrides = tiny_overrides(learnable_fashion_mnist, run, **{"train.max_seconds": 0, "train.snapshot_kimg": 100})
+    assert main(["train-gan", CONFIG, *overrides]) == 0
+    assert "stopped (train.max_seconds)" in capsys.readouterr().out
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1
+    assert (run / "snapshots" / "network-snapshot-000000" / "G_ema.safetensors").exists()
+
+
+def test_unknown_key_and_torchrun_are_config_errors(learnable_fashion_mnist, tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="did you mean 'loss.r1_gamma'"):
+        load_config(CONFIG, ["loss.r1_gama=1"], GanTrainingConfig)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="single process"):
+        make_trainer(tiny_overrides(learnable_fashion_mnist, tmp_path / "run"))
+
+
+def test_ema_beta_ramps_up_then_follows_the_half_life():
+    assert ema_beta(32, 0, 10.0, 0.05) == 0.0  # at the start G_ema is G
+    assert ema_beta(32, 100_000, 10.0, 0.05) == pytest.approx(0.5 ** (32 / 5000))
+    assert ema_beta(32, 10_000_000, 10.0, 0.05) == pytest.approx(0.5 ** (32 / 10_000))
+    assert ema_beta(32, 0, 10.0, None) == pytest.approx(0.5 ** (32 / 10_000))
+
+
+def test_fashion_mnist_28_is_padded_to_32_in_the_centre_with_minus_one():
+    images = torch.full((2, 1, 28, 28), 255, dtype=torch.uint8)
+    images[1] = 0
+    assert gan_resolution((28, 28), None) == 32
+    padded = real_images_for_gan(images, 32)
+    assert padded.shape == (2, 1, 32, 32) and padded.dtype == torch.float32
+    assert torch.equal(padded[0, 0, 2:30, 2:30], torch.ones(28, 28))
+    border = torch.ones(32, 32, dtype=torch.bool)
+    border[2:30, 2:30] = False
+    assert torch.equal(padded[:, :, border], torch.full((2, 1, 32 * 32 - 28 * 28), -1.0))
+    assert padded[1].eq(-1).all()
+    with pytest.raises(ConfigError, match="smaller than the 28px"):
+        gan_resolution((28, 28), 16)
+
+
+def test_diffaugment_shapes_identity_when_off_and_independent_per_image():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(64, 3, 16, 16)
+    assert DiffAugment(enabled=False)(images, generator) is images
+    out = DiffAugment()(images, generator)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    # Translation: every image is its own shift of the input, |dy|, |dx| <= 2 for 16 px at 1/8.
+    ones = torch.ones(64, 1, 16, 16)
+    shifted = translate(ones, 0.125, generator)
+    kept_rows = shifted[:, 0, :, 8].sum(dim=1)  # 16 - |dy| rows survive
+    assert kept_rows.min() >= 14 and kept_rows.unique().numel() > 1
+    # Cutout: an 8x8 square (clipped at the border) zeroed, at a different place per image.
+    cut = cutout(ones, 0.5, generator)
+    zeros = (cut == 0).sum(dim=[1, 2, 3])
+    assert zeros.max() == 64 and zeros.min() >= 16
+    assert len({tuple(m.flatten().tolist()) for m in (cut == 0)}) > 32
+    # Differentiable: gradients reach the input.
+    source = torch.randn(4, 1, 16, 16, requires_grad=True)
+    DiffAugment()(source, generator).sum().backward()
+    assert source.grad is not None and source.grad.abs().sum() > 0
+
+
+def test_translate_moves_pixels_and_fills_with_zeros():
+    image = torch.arange(1.0, 17.0).view(1, 1, 4, 4)
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    out = translate(image, 0.25, generator)  # shifts of at most 1 pixel
+    generator.set_state(state)
+    dy = int(torch.randint(-1, 2, (1, 1, 1), generator=generator))
+    dx = int(torch.randint(-1, 2, (1, 1, 1), generator=generator))
+    expected = torch.zeros(4, 4)
+    for y in range(4):
+        for x in range(4):
+            if 0 <= y - dy < 4 and 0 <= x - dx < 4:
+                expected[y, x] = image[0, 0, y - dy, x - dx]
+    assert torch.equal(out[0, 0], expected)
