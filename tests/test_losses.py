@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from squeeze_span.losses import covariance_loss, invariance_loss, simsiam_loss, variance_loss, vicreg_loss
+from squeeze_span.losses import (
+    covariance_loss,
+    invariance_loss,
+    simsiam_loss,
+    variance_loss,
+    vicreg_loss,
+)
 
 # A 3x2 batch small enough to work out by hand.
 Z = torch.tensor([[1.0, 2.0], [3.0, 0.0], [5.0, 4.0]])

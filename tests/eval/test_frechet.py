@@ -3,7 +3,11 @@ import pytest
 import scipy.linalg
 import torch
 
-from squeeze_span.eval.frechet import BackboneFeatures, FeatureStatistics, frechet_distance
+from squeeze_span.eval.frechet import (
+    BackboneFeatures,
+    FeatureStatistics,
+    frechet_distance,
+)
 from squeeze_span.models import resnet18_cifar
 
 

@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from squeeze_span.errors import CheckpointError, ConfigError
-from squeeze_span.generators import load_generator, load_networks, load_stylegan2_pkl, save_network
+from squeeze_span.generators import (
+    load_generator,
+    load_networks,
+    load_stylegan2_pkl,
+    save_network,
+)
 from squeeze_span.generators.stylegan2 import Discriminator, Generator
 
 TINY_SYNTHESIS = {"channel_base": 256, "channel_max": 32}

@@ -23,8 +23,8 @@ from squeeze_span.generators.safe_pickle import (
     decode_legacy_storage,
     read_stylegan2_pkl,
 )
+from tests.conftest import FIXTURES  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures/stylegan2_ada"
 FIXTURE_PKL = FIXTURES / "tiny_uncond.pkl"
 FIXTURE_EXPECTED = FIXTURES / "tiny_uncond_expected.pt"
 

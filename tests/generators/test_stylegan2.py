@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,8 +21,8 @@ from squeeze_span.generators.stylegan2 import (
     build_network,
     ops,
 )
+from tests.conftest import FIXTURES  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures/stylegan2_ada"
 PKL = FIXTURES / "tiny_uncond.pkl"
 EXPECTED = FIXTURES / "tiny_uncond_expected.pt"
 TOL = {"atol": 1e-4, "rtol": 1e-4}

@@ -9,7 +9,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from squeeze_span.errors import CheckpointError
-from squeeze_span.models import io, load_backbone, resnet18, resnet18_cifar, save_backbone
+from squeeze_span.models import (
+    io,
+    load_backbone,
+    resnet18,
+    resnet18_cifar,
+    save_backbone,
+)
 
 
 def _trained(model):

@@ -6,7 +6,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from squeeze_span.errors import ConfigError
-from squeeze_span.models import BACKBONES, ResNet, build_backbone, resnet18, resnet18_cifar
+from squeeze_span.models import (
+    BACKBONES,
+    ResNet,
+    build_backbone,
+    resnet18,
+    resnet18_cifar,
+)
 from squeeze_span.models.resnet import BasicBlock
 
 # torchvision.models.resnet18(num_classes=1000).state_dict(), key by key, in order.

@@ -11,7 +11,12 @@ from squeeze_span.data.diffaugment import DiffAugment, cutout, translate
 from squeeze_span.errors import ConfigError
 from squeeze_span.generators import load_generator, load_networks
 from squeeze_span.train.checkpoint import load_checkpoint
-from squeeze_span.train.gan import GanTrainer, ema_beta, gan_resolution, real_images_for_gan
+from squeeze_span.train.gan import (
+    GanTrainer,
+    ema_beta,
+    gan_resolution,
+    real_images_for_gan,
+)
 
 CONFIG = "configs/fashion_mnist/gan.yaml"
 

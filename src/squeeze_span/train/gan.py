@@ -57,7 +57,7 @@ from squeeze_span.generators.stylegan2 import Discriminator, Generator
 from squeeze_span.losses import discriminator_logistic_loss, generator_logistic_loss, r1_penalty
 from squeeze_span.runtime import PRECISIONS, autocast, full_precision, machine_description, resolve_device
 from squeeze_span.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from squeeze_span.train.run import RunFolder, check_finite
+from squeeze_span.train.run import RunFolder, check_finite, resume_path
 
 
 def gan_resolution(image_size: tuple[int, int], resolution: int | None) -> int:
@@ -257,11 +257,8 @@ class GanTrainer:
         save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
 
     def resume(self) -> None:
-        resume = self.config.resume
-        if resume is None:
-            return
-        path = self.checkpoint_dir / "last.pt" if resume == "auto" else Path(resume)
-        if resume == "auto" and not path.exists():
+        path = resume_path(self.config.resume, self.checkpoint_dir)
+        if path is None:
             return
         state = load_checkpoint(path, map_location=self.device)
         try:

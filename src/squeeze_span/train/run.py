@@ -38,6 +38,17 @@ def check_finite(logs: dict[str, torch.Tensor], step: int, checkpoint: Path, fix
     )
 
 
+def resume_path(resume: str | None, checkpoints: Path) -> Path | None:
+    """The checkpoint to resume from: ``resume=auto`` takes checkpoints/last.pt when there is one
+    (a fresh run otherwise), a path takes that file; None starts afresh."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = checkpoints / "last.pt"
+        return last if last.exists() else None
+    return Path(resume)
+
+
 class RunFolder:
     """Writes a run's files on the main process; every method is a no-op elsewhere."""
 

@@ -12,7 +12,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +40,7 @@ from squeeze_span.train.distributed import (
     gather_with_grad,
     init_distributed,
 )
-from squeeze_span.train.run import RunFolder, check_finite
+from squeeze_span.train.run import RunFolder, check_finite, resume_path
 from squeeze_span.train.sync_batchnorm import convert_sync_batchnorm
 
 MethodFactory = Callable[[Any, nn.Module, MethodContext], Method]
@@ -181,11 +180,8 @@ class Trainer:
         barrier()
 
     def resume(self) -> None:
-        resume = self.config.resume
-        if resume is None:
-            return
-        path = self.checkpoint_dir / "last.pt" if resume == "auto" else Path(resume)
-        if resume == "auto" and not path.exists():
+        path = resume_path(self.config.resume, self.checkpoint_dir)
+        if path is None:
             return
         state = load_checkpoint(path, map_location=self.device)
         ranks = len(state["rng"])
