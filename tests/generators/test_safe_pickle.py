@@ -23,7 +23,7 @@ from squeeze_span.generators.safe_pickle import (
     decode_legacy_storage,
     read_stylegan2_pkl,
 )
-from tests.conftest import FIXTURES  # noqa: E402
+from tests.conftest import FIXTURES
 
 FIXTURE_PKL = FIXTURES / "tiny_uncond.pkl"
 FIXTURE_EXPECTED = FIXTURES / "tiny_uncond_expected.pt"

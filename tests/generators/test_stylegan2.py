@@ -21,7 +21,7 @@ from squeeze_span.generators.stylegan2 import (
     build_network,
     ops,
 )
-from tests.conftest import FIXTURES  # noqa: E402
+from tests.conftest import FIXTURES
 
 PKL = FIXTURES / "tiny_uncond.pkl"
 EXPECTED = FIXTURES / "tiny_uncond_expected.pt"
