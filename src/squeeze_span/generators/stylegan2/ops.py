@@ -401,8 +401,8 @@ def modulated_conv2d(
     channels, so it is applied to the activations instead of to a per-sample copy of the
     weights, and one batched convolution with the shared weight serves the whole batch (no
     grouped conv). ``dcoef`` comes from :func:`demodulation_coefficients` (one small matmul, in
-    float32), and ``dcoef``, noise, bias, activation, gain and clamp are applied in two passes
-    (:func:`scale_bias_act`).
+    float32), and ``dcoef``, noise, bias, activation, gain and clamp are applied by
+    :func:`scale_bias_act` (one fused multiply-add, then the activation and clamp in place).
 
     In float16 the weight and styles are first divided by their max-norms (per output channel
     and per sample), which demodulation cancels exactly, so the convolution cannot overflow;
