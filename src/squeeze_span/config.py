@@ -71,6 +71,7 @@ class TrainConfig:
     batch_size: int = 512  # global: split over ranks, and between synthetic and real images
     epochs: int = 800  # an epoch is as many steps as the real train set holds batches
     max_steps: Optional[int] = None  # stop (and end the schedule) after this many steps
+    max_seconds: Optional[float] = None  # stop, with a checkpoint, after this many seconds of this invocation
     precision: str = "bf16"  # fp32 | bf16 | fp16 (GPU only)
     device: str = "auto"
     seed: int = 0

@@ -71,3 +71,12 @@ def test_a_non_finite_loss_names_its_term_and_keeps_the_checkpoint(learnable_fas
 def test_unknown_keys_name_the_closest_valid_one(capsys):
     assert main(["train", CONFIG, "train.max_step=3"]) == 2
     assert "unknown config key 'train.max_step' in the command line; did you mean 'train.max_steps'?" in capsys.readouterr().err
+
+
+def test_a_time_budget_stops_with_a_checkpoint(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    run = tmp_path / "run"
+    trainer = make_trainer(tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run,
+                                              **{"train.max_seconds": 1e-9, "train.max_steps": 50}))  # fmt: skip
+    record = trainer.fit()
+    assert record["step"] == 1 and "knn/top1" in record
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1

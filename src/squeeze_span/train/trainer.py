@@ -228,7 +228,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``total_steps`` (resuming if asked); return the final metrics."""
+        """Train to ``total_steps``, or for ``train.max_seconds`` (resuming if asked); return the final metrics."""
         train = self.config.train
         self.resume()
         main = self.dist.is_main
@@ -236,7 +236,8 @@ class Trainer:
         bar = self.run.progress(self.total_steps, self.step, f"train {self.config.method.name}", train.progress)
         self.model.train()
         local_synthetic = self.synthetic // self.dist.world_size
-        last_time, last_step = time.perf_counter(), self.step
+        started = last_time = time.perf_counter()
+        last_step = self.step
         record: dict[str, Any] = {}
         try:
             while self.step < self.total_steps:
@@ -251,9 +252,11 @@ class Trainer:
                 self.scaler.update()
                 self.scheduler.step()
                 self.step += 1
+                out_of_time = bool(train.max_seconds) and any_rank(time.perf_counter() - started >= train.max_seconds)
+                last = self.step == self.total_steps or out_of_time
 
-                log_now = self.step % train.log_every == 0 or self.step == self.total_steps
-                knn_now = (train.knn_every and self.step % train.knn_every == 0) or self.step == self.total_steps
+                log_now = self.step % train.log_every == 0 or last
+                knn_now = (train.knn_every and self.step % train.knn_every == 0) or last
                 if log_now or knn_now:
                     now = time.perf_counter()
                     record = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
@@ -267,8 +270,10 @@ class Trainer:
                     if main:
                         bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
                 bar.update()
-                if self.step % train.checkpoint_every == 0 or self.step == self.total_steps:
+                if self.step % train.checkpoint_every == 0 or last:
                     self.save()
+                if out_of_time:
+                    break
         finally:
             bar.close()
             self.run.close()
