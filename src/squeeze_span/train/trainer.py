@@ -36,6 +36,7 @@ from squeeze_span.train.checkpoint import (
 )
 from squeeze_span.train.distributed import (
     all_gather_objects,
+    any_rank,
     barrier,
     gather_with_grad,
     init_distributed,
