@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from squeeze_span import assets
 from squeeze_span.errors import CheckpointError, ConfigError
 from squeeze_span.fileio import atomic_write
 from squeeze_span.generators.safe_pickle import PickledModule, read_stylegan2_pkl
@@ -121,9 +122,9 @@ def load_generator(spec: str | os.PathLike[str]) -> nn.Module:
     BigGAN-style generators plug in unchanged.
     """
     text = str(spec)
-    if FACTORY_PATTERN.match(text) and not Path(text).exists():
+    if FACTORY_PATTERN.match(text) and not Path(text).exists() and not text.startswith(assets.PREFIX):
         return _generator_from_factory(text)
-    networks = load_networks(spec)
+    networks = load_networks(assets.resolve(spec))
     for name in ("G_ema", "G"):
         if isinstance(networks.get(name), nn.Module):
             return networks[name]

@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from squeeze_span import assets
 from squeeze_span.errors import CheckpointError, ConfigError
 from squeeze_span.fileio import atomic_write
 from squeeze_span.models.resnet import BACKBONES, ResNet, build_backbone
@@ -60,7 +61,7 @@ def load_backbone(path: str | os.PathLike[str], *, arch: str | None = None) -> R
     torchvision-named state dict); for an exported backbone it must agree with the file.
     Every problem with the file raises :class:`~squeeze_span.errors.CheckpointError`.
     """
-    path = Path(path)
+    path = assets.resolve(path)
     if path.is_dir() and (path / RUN_CHECKPOINT).is_file():
         path = path / RUN_CHECKPOINT
     if not path.exists():

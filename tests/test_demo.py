@@ -1,0 +1,15 @@
+from squeeze_span.demo import DemoSettings, run_demo, summary
+
+
+def test_the_demo_runs_end_to_end_at_smoke_size(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    settings = DemoSettings(minutes=0.02, output_dir=str(tmp_path / "demo"), data_root=str(learnable_fashion_mnist),
+                            teacher=str(tiny_teacher), smoke=True, progress=False)  # fmt: skip
+    results = run_demo(settings)
+    assert set(results) == {"squeeze_span", "vicreg_real", "random_init", "machine"}
+    for name in ("squeeze_span", "vicreg_real"):
+        assert results[name]["steps"] >= 1 and 0 <= results[name]["top1"] <= 100
+        assert results[name]["seconds"] < 60
+    assert results["random_init"]["top1"] > 90  # the learnable set separates even without training
+    text = summary(results)
+    assert "squeeze and span" in text and "VICReg (real images)" in text and "At equal training time" in text
+    assert not (tmp_path / "demo" / "squeeze_span-timing").exists()
