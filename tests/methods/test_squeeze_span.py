@@ -14,7 +14,8 @@ from squeeze_span.models import build_backbone
 from squeeze_span.models.heads import SqueezeModule
 from tests.conftest import tiny_run_overrides
 
-CONFIGS = sorted(Path("configs").glob("*/*.yaml"))
+GAN_CONFIGS = sorted(Path("configs").glob("*/gan.yaml"))
+CONFIGS = sorted(set(Path("configs").glob("*/*.yaml")) - set(GAN_CONFIGS))
 
 
 @pytest.mark.parametrize("total, ratio, expected", [(512, 0.5, (256, 256)), (512, 1.0, (512, 0)), (512, 0.0, (0, 512)),
@@ -43,10 +44,12 @@ def test_squeeze_module_shapes_for_each_feature_regex(tiny_teacher, regex, poole
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
 def test_every_config_builds_its_method(path, tiny_teacher):
-    config = load_training_config(path, [f"teacher.path={tiny_teacher}", "model.width=4", "model.proj_dim=16",
-                                         "method.a_hidden=16"])  # fmt: skip
+    overrides = ["model.width=4", "model.proj_dim=16"]
+    if "name: supervised" not in path.read_text():
+        overrides += [f"teacher.path={tiny_teacher}", "method.a_hidden=16"]
+    config = load_training_config(path, overrides)
     channels = 1 if config.data.dataset == "fashion_mnist" else 3
-    teacher = Teacher(load_generator(config.teacher.path), config.teacher.features)
+    teacher = Teacher(load_generator(config.teacher.path), config.teacher.features) if config.teacher.path else None
     backbone = build_backbone(config.model.backbone, in_channels=channels, width=config.model.width)
     context = MethodContext(torch.device("cpu"), channels, 10, augmentation_for(config.data.dataset, config.data.image_size),
                             torch.Generator(), config.model, teacher)  # fmt: skip
@@ -56,9 +59,24 @@ def test_every_config_builds_its_method(path, tiny_teacher):
     images = torch.randint(0, 256, (real, channels, size, size), dtype=torch.uint8)
     logs = method(RealBatch(images, torch.zeros(real, dtype=torch.long)), synthetic)
     assert torch.isfinite(logs["loss"])
-    projector_out = method.projector[-1].out_features
-    if config.method.syn_ratio > 0:
-        assert projector_out == method.squeeze_module.out_dim  # Z_f and Z_g have the same width
+    if getattr(config.method, "syn_ratio", 0) > 0:
+        assert method.projector[-1].out_features == method.squeeze_module.out_dim  # Z_f and Z_g have the same width
+
+
+@pytest.mark.parametrize("path", GAN_CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in GAN_CONFIGS])
+def test_every_gan_config_builds_its_networks(path):
+    from squeeze_span.config import GanTrainingConfig, load_config
+    from squeeze_span.generators.stylegan2 import Discriminator, Generator
+
+    config = load_config(path, [], GanTrainingConfig)
+    G = Generator(z_dim=config.generator.z_dim, c_dim=0, w_dim=config.generator.w_dim, img_resolution=32,
+                  img_channels=1, mapping_kwargs=config.generator.mapping_kwargs,
+                  synthesis_kwargs=config.generator.synthesis_kwargs)  # fmt: skip
+    D = Discriminator(c_dim=0, img_resolution=32, img_channels=1, architecture=config.discriminator.architecture,
+                      channel_base=config.discriminator.channel_base, channel_max=config.discriminator.channel_max,
+                      epilogue_kwargs=config.discriminator.epilogue_kwargs)  # fmt: skip
+    images = G(torch.randn(4, config.generator.z_dim), None)
+    assert images.shape == (4, 1, 32, 32) and D(images, None).shape == (4, 1)
 
 
 def run_squeeze(config: str, data, teacher, out) -> list[float]:
