@@ -95,6 +95,8 @@ def _export(args: argparse.Namespace) -> None:
 def _fd(args: argparse.Namespace) -> None:
     from squeeze_span.data import DATASET_STATS, load_dataset
     from squeeze_span.data.augment import DEFAULT_SIZES
+    from squeeze_span.assets import FASHION_MNIST_CLASSIFIER
+    from squeeze_span.errors import ConfigError
     from squeeze_span.eval.frechet import BackboneFeatures, InceptionFeatures, generator_fd
     from squeeze_span.generators import load_generator
     from squeeze_span.models import load_backbone
@@ -105,6 +107,9 @@ def _fd(args: argparse.Namespace) -> None:
     if args.inception:
         extractor, metric = InceptionFeatures(args.inception).to(device), "FID"
     else:
+        if args.classifier is None and args.dataset != "fashion_mnist":
+            raise ConfigError(f"fd on {args.dataset} needs --classifier BACKBONE (trained on it) or --inception PT")
+        args.classifier = args.classifier or FASHION_MNIST_CLASSIFIER
         mean, std = DATASET_STATS[args.dataset]
         size = DEFAULT_SIZES.get(args.dataset, real.image_size[0])
         extractor = BackboneFeatures(load_backbone(args.classifier).to(device), size, mean, std)
@@ -236,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("model", metavar="MODEL")
     fd.add_argument("--dataset", required=True, choices=DATASETS)
     fd.add_argument("--data", metavar="ROOT")
-    extractor = fd.add_mutually_exclusive_group(required=True)
-    extractor.add_argument("--classifier", metavar="BACKBONE", help="a classifier: run folder or exported backbone")
+    extractor = fd.add_mutually_exclusive_group()
+    extractor.add_argument("--classifier", metavar="BACKBONE",
+                           help="a classifier: run folder or exported backbone (Fashion-MNIST: the shipped one)")
     extractor.add_argument("--inception", metavar="PT", help="pt_inception-2015-12-05-6726825d.pth: the number is FID")
     fd.add_argument("--n", type=int, default=10000, help="images of each set")
     fd.add_argument("--device", default="auto")
