@@ -61,19 +61,6 @@ def synthesis_gflop(G: Generator) -> float:
     return total / 1e9
 
 
-def cpu_flags() -> list[str]:
-    """The matrix-relevant CPU flags (bf16 dot products, AMX), to tell machines apart."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = line.split(":", 1)[1].split()
-            return sorted(f for f in flags if f.startswith(("avx512_bf16", "avx512f", "amx", "avx2")))
-    return []
-
-
 def teacher_step(G: Generator, batch: int, precision: str, device: torch.device):
     """A closure generating one batch with features, the way a Teacher does."""
     features: dict[str, torch.Tensor] = {}
@@ -222,7 +209,7 @@ def main() -> None:
     print(f"conv ceiling (b32.conv1 alone): {ceiling}", flush=True)
     results = measure(device, args.batch_sizes, args.precisions, args.repeats)
     report = {
-        "machine": {**machine_info(device), "cpu_flags": cpu_flags()},
+        "machine": machine_info(device),
         "config": CIFAR_G_KWARGS,
         "synthesis_gflop_per_image": synthesis_gflop(Generator(**CIFAR_G_KWARGS)),
         "nvidia_fp32_images_per_s": NVIDIA_FP32_IMAGES_PER_S,

@@ -42,21 +42,33 @@ def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, enabled=False)
 
 
-def cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first value of ``field`` in /proc/cpuinfo (None where there is no such file)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The matrix-relevant CPU flags (bf16 dot products, AMX), which decide how fast bf16 runs."""
+    flags = (_cpuinfo("flags") or "").split()
+    return sorted(flag for flag in flags if flag.startswith(("avx512_bf16", "avx512f", "amx", "avx2")))
 
 
 def machine_info(device: torch.device | None = None) -> dict[str, object]:
     """What a results file records about the machine it was measured on."""
     info: dict[str, object] = {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
