@@ -67,21 +67,27 @@ class OptimizerConfig:
 
 
 @dataclass
-class TrainConfig:
-    batch_size: int = 512  # global: split over ranks, and between synthetic and real images
-    epochs: int = 800  # an epoch is as many steps as the real train set holds batches
-    max_steps: Optional[int] = None  # stop (and end the schedule) after this many steps
-    max_seconds: Optional[float] = None  # stop, with a checkpoint, after this many seconds of this invocation
+class RunSettings:
+    """What every trainer's ``train`` section holds: device, precision, seed, budget and cadence."""
+
+    max_seconds: Optional[float] = None  # stop this invocation, with a checkpoint, after this wall time
     precision: str = "bf16"  # fp32 | bf16 | fp16 (GPU only)
     device: str = "auto"
     seed: int = 0
-    log_every: int = 10
+    log_every: int = 10  # steps
     checkpoint_every: int = 100  # steps between writes of checkpoints/last.pt
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig(RunSettings):
+    batch_size: int = 512  # global: split over ranks, and between synthetic and real images
+    epochs: int = 800  # an epoch is as many steps as the real train set holds batches
+    max_steps: Optional[int] = None  # stop (and end the schedule) after this many steps
     snapshot_every: int = 0  # steps between kept copies checkpoints/step_N.pt; 0: none
     knn_every: int = 0  # steps between kNN monitors on the test split; 0: only at the end
     knn_train_samples: int = 10000  # the kNN bank: this many labeled training images (0: all)
     knn_test_samples: int = 2000
-    progress: bool = True
 
 
 @dataclass
@@ -162,18 +168,15 @@ class GanAugmentConfig:
 
 
 @dataclass
-class GanTrainConfig:
+class GanTrainConfig(RunSettings):
+    """max_seconds also writes a snapshot when it stops."""
+
     batch_size: int = 32
     total_kimg: float = 1000.0  # stop after this many thousand real images
-    max_seconds: Optional[float] = None  # stop this invocation (checkpoint + snapshot) after this wall time
-    precision: str = "bf16"  # fp32 | bf16 | fp16 (GPU only)
-    device: str = "auto"
-    seed: int = 0
     log_every: int = 50  # steps
     checkpoint_every: int = 500  # steps between writes of checkpoints/last.pt
     snapshot_kimg: float = 50.0  # thousands of images between snapshots/network-snapshot-KIMG/
     grid_size: int = 64  # samples of G_ema on fixed latents in each snapshot's grid
-    progress: bool = True
 
 
 @dataclass
