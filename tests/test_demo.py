@@ -5,7 +5,8 @@ def test_the_demo_runs_end_to_end_at_smoke_size(learnable_fashion_mnist, tiny_te
     settings = DemoSettings(minutes=0.02, output_dir=str(tmp_path / "demo"), data_root=str(learnable_fashion_mnist),
                             teacher=str(tiny_teacher), smoke=True, progress=False)  # fmt: skip
     results = run_demo(settings)
-    assert set(results) == {"squeeze_span", "vicreg_real", "random_init", "machine"}
+    assert set(results) == {"squeeze_span", "vicreg_real", "random_init", "split", "machine"}
+    assert results["split"] == "test"
     for name in ("squeeze_span", "vicreg_real"):
         assert results[name]["steps"] >= 1 and 0 <= results[name]["top1"] <= 100
         assert results[name]["seconds"] < 60

@@ -36,6 +36,7 @@ def _probe(args: argparse.Namespace) -> None:
         args.dataset,
         args.data,
         protocol=args.protocol,
+        split=args.split,
         knn=args.knn,
         size=args.size,
         device=device,
@@ -45,7 +46,7 @@ def _probe(args: argparse.Namespace) -> None:
     )
     result["backbone"] = name
     rows = [("linear", result["linear"])] + ([("knn (k=200)", result["knn"])] if "knn" in result else [])
-    print(f"\n{name} on {args.dataset} (test split, {result['image_size']} px, {args.protocol} protocol)")
+    print(f"\n{name} on {args.dataset} ({args.split} split, {result['image_size']} px, {args.protocol} protocol)")
     print(f"{'probe':<14}{'top-1':>8}{'top-5':>8}")
     for probe, accuracy in rows:
         print(f"{probe:<14}{accuracy['top1']:>8.2f}{accuracy['top5']:>8.2f}")
@@ -122,8 +123,8 @@ def _fd(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from squeeze_span.demo import DemoSettings, run_demo, summary
 
-    settings = DemoSettings(minutes=args.minutes, output_dir=args.output_dir, data_root=args.data,
-                            progress=not args.no_progress)  # fmt: skip
+    settings = DemoSettings(minutes=args.minutes, output_dir=args.output_dir, data_root=args.data, split=args.split,
+                            overrides=tuple(args.overrides), progress=not args.no_progress)  # fmt: skip
     results = run_demo(settings)
     print(summary(results))
     if args.json:
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--minutes", type=float, default=8.0, help="training budget of each method")
     demo.add_argument("--data", metavar="ROOT", help="Fashion-MNIST's IDX files (default: Debian's)")
     demo.add_argument("--output-dir", default="runs/demo")
+    demo.add_argument("--split", choices=("test", "validation"), default="test",
+                      help="validation: probe on a sixth of train held out, for tuning (test is not read)")
+    demo.add_argument("overrides", nargs="*", metavar="key=value", help="for both methods' configs, e.g. optimizer.base_lr=0.1")
     demo.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(handler=_demo)
@@ -192,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--dataset", required=True, choices=DATASETS)
     probe.add_argument("--data", metavar="ROOT", help="dataset root (default: data/<NAME> as in the original project)")
     probe.add_argument("--protocol", choices=("fast", "paper"), default="fast")
+    probe.add_argument("--split", choices=("test", "validation"), default="test",
+                       help="validation: fit on 5/6 of train and score the held-out 1/6, for tuning (test is not read)")
     probe.add_argument("--knn", action="store_true", help="also report weighted kNN accuracy (k=200, T=0.1)")
     probe.add_argument("--size", type=int, help="image size the backbone sees (default: the dataset's training size)")
     probe.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

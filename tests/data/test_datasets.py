@@ -22,6 +22,7 @@ from squeeze_span.data.datasets import (
     ImageDataset,
     RestrictedUnpickler,
     load_dataset,
+    split_validation,
 )
 from squeeze_span.errors import DatasetError, UnsafePickleError
 
@@ -485,3 +486,22 @@ def test_tables_cover_every_dataset():
     assert set(DEFAULT_ROOTS) == set(DATASET_STATS) == set(DATASETS)
     for name, (mean, std) in DATASET_STATS.items():
         assert len(mean) == len(std) == (1 if name == "fashion_mnist" else 3)
+
+
+def test_validation_split_holds_out_a_seeded_disjoint_sixth():
+    images = np.arange(60, dtype=np.uint8).reshape(60, 1, 1, 1)
+    dataset = ImageDataset(images, np.arange(60) % 10, [str(c) for c in range(10)], "toy")
+    fit, validation = split_validation(dataset)
+    assert (len(fit), len(validation)) == (50, 10)
+    fit_ids, validation_ids = set(fit.images.ravel().tolist()), set(validation.images.ravel().tolist())
+    assert fit_ids.isdisjoint(validation_ids) and fit_ids | validation_ids == set(range(60))
+    assert np.array_equal(validation.labels, validation.images.ravel() % 10)  # labels travel with their images
+    again = split_validation(dataset)[1]
+    assert np.array_equal(again.images, validation.images) and validation.name == "toy[validation]"
+    assert not np.array_equal(split_validation(dataset, seed=1)[1].images, validation.images)
+
+
+def test_validation_split_of_a_tiny_set_is_an_error():
+    dataset = ImageDataset(np.zeros((2, 1, 1, 1), np.uint8), np.zeros(2), ["a"], "toy")
+    with pytest.raises(DatasetError, match="too small to hold out a validation split"):
+        split_validation(dataset)

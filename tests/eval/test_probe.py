@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from squeeze_span.data import DATASET_STATS, load_dataset
-from squeeze_span.errors import ConfigError
+from squeeze_span.errors import ConfigError, DatasetError
 from squeeze_span.eval import linear_probe_paper
 from squeeze_span.eval.probe import probe_backbone
 from squeeze_span.models import resnet18_cifar
@@ -26,3 +26,15 @@ def test_unknown_protocol_is_a_config_error(learnable_fashion_mnist):
     with pytest.raises(ConfigError, match="protocol='best' is unknown; use one of fast, paper"):
         probe_backbone(resnet18_cifar(in_channels=1, width=4), "fashion_mnist", learnable_fashion_mnist,
                        protocol="best", device=torch.device("cpu"))  # fmt: skip
+
+
+def test_the_validation_split_never_reads_test(learnable_fashion_mnist):
+    for test_file in learnable_fashion_mnist.glob("t10k-*"):
+        test_file.unlink()
+    torch.manual_seed(0)
+    result = probe_backbone(resnet18_cifar(in_channels=1, width=4), "fashion_mnist", learnable_fashion_mnist,
+                            split="validation", device=torch.device("cpu"), progress=False)  # fmt: skip
+    assert result["split"] == "validation" and result["linear"]["top1"] > 90.0
+    with pytest.raises(DatasetError, match="t10k-images"):
+        probe_backbone(resnet18_cifar(in_channels=1, width=4), "fashion_mnist", learnable_fashion_mnist,
+                       device=torch.device("cpu"), progress=False)  # fmt: skip

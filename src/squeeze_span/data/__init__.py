@@ -12,6 +12,7 @@ from squeeze_span.data.datasets import (
     DATASETS,
     ImageDataset,
     load_dataset,
+    split_validation,
 )
 from squeeze_span.errors import DatasetError
 
@@ -25,5 +26,6 @@ __all__ = [
     "center_view",
     "load_dataset",
     "match_channels",
+    "split_validation",
     "to_unit_range",
 ]

@@ -233,6 +233,11 @@ class ImageDataset(Dataset):
         images = np.ascontiguousarray(self.images[indices])
         return torch.from_numpy(images), torch.from_numpy(self.labels[indices])
 
+    def subset(self, indices: torch.Tensor | np.ndarray | Sequence[int], name: str | None = None) -> ImageDataset:
+        """These images and labels, copied into memory, as a dataset of their own."""
+        images, labels = self.get_batch(indices)
+        return ImageDataset(images.numpy(), labels.numpy(), self.classes, name or self.name)
+
     @property
     def num_channels(self) -> int:
         return int(self.images.shape[1])
@@ -258,6 +263,24 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
         if root is None:
             raise DatasetError(f"{name} has no default folder; pass --data with {_IMAGEFOLDER_LAYOUT}")
     return _READERS[name](Path(root), split)
+
+
+VALIDATION_FRACTION = 1 / 6  # 10,000 of Fashion-MNIST's 60,000 training images, as MNIST's classic 50k/10k
+
+
+def split_validation(dataset: ImageDataset, fraction: float = VALIDATION_FRACTION, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+    """``(fit, validation)``: a seeded random ``fraction`` of ``dataset`` held out, the rest to fit on.
+
+    Choices made on the validation part (hyperparameters, schedules) never see the test split.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the validation fraction must lie in (0, 1), got {fraction}")
+    held_out = int(round(fraction * len(dataset)))
+    if not 0 < held_out < len(dataset):
+        raise DatasetError(f"{dataset!r} is too small to hold out a validation split of {fraction:.0%}")
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    fit, validation = np.sort(order[held_out:]), np.sort(order[:held_out])
+    return dataset.subset(fit, f"{dataset.name}[fit]"), dataset.subset(validation, f"{dataset.name}[validation]")
 
 
 # --------------------------------------------------------------------------- helpers

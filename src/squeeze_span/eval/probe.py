@@ -9,7 +9,7 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from squeeze_span.data import DATASET_STATS, load_dataset
+from squeeze_span.data import DATASET_STATS, load_dataset, split_validation
 from squeeze_span.data.augment import DEFAULT_SIZES
 from squeeze_span.errors import ConfigError
 from squeeze_span.eval.features import extract_features
@@ -18,6 +18,7 @@ from squeeze_span.eval.linear import linear_probe_fast, linear_probe_paper
 from squeeze_span.runtime import machine_description
 
 PROTOCOLS = ("fast", "paper")
+EVALUATION_SPLITS = ("test", "validation")  # validation: held out of train, for tuning without seeing test
 
 
 def probe_backbone(
@@ -26,6 +27,7 @@ def probe_backbone(
     root: str | os.PathLike | None = None,
     *,
     protocol: str = "fast",
+    split: str = "test",
     knn: bool = False,
     size: int | None = None,
     device: torch.device,
@@ -35,27 +37,35 @@ def probe_backbone(
 ) -> dict:
     """Linear-probe (and optionally kNN-probe) `backbone` on the train/test splits of `dataset`.
 
+    With ``split="validation"`` the probe fits on five sixths of train and scores the held-out
+    sixth (``split_validation``); the test split is not read at all.
+
     Returns a JSON-ready dict: {"linear": {"top1", "top5", ...}, "knn": {...}, "seconds", ...}.
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={protocol!r} is unknown; use one of {', '.join(PROTOCOLS)}")
+    if split not in EVALUATION_SPLITS:
+        raise ConfigError(f"split={split!r} is unknown; use one of {', '.join(EVALUATION_SPLITS)}")
     started = time.perf_counter()
     train_set = load_dataset(dataset, root, "train")
-    test_set = load_dataset(dataset, root, "test")
+    if split == "validation":
+        train_set, test_set = split_validation(train_set)
+    else:
+        test_set = load_dataset(dataset, root, "test")
     size = size or DEFAULT_SIZES.get(dataset, train_set.image_size[0])
     mean, std = DATASET_STATS[dataset]
     num_classes = len(train_set.classes)
     backbone = backbone.to(device).to(memory_format=torch.channels_last).eval()
     view = dict(size=size, mean=mean, std=std, device=device, precision=precision)
 
-    result: dict = {"dataset": dataset, "protocol": protocol, "image_size": size}
+    result: dict = {"dataset": dataset, "split": split, "protocol": protocol, "image_size": size}
     needs_features = protocol == "fast" or knn
     if needs_features:
         train_x, train_y = extract_features(
             backbone, train_set, batch_size=batch_size, progress=progress, desc="features (train)", **view
         )
         test_x, test_y = extract_features(
-            backbone, test_set, batch_size=batch_size, progress=progress, desc="features (test)", **view
+            backbone, test_set, batch_size=batch_size, progress=progress, desc=f"features ({split})", **view
         )
     if protocol == "fast":
         linear = linear_probe_fast(train_x, train_y, test_x, test_y, num_classes)

@@ -285,10 +285,6 @@ class Trainer:
 
 def _subset(dataset, count: int, seed: int):
     """A fixed random subset of ``count`` images (all of them when count is 0 or larger than the set)."""
-    from squeeze_span.data.datasets import ImageDataset
-
     if not count or count >= len(dataset):
         return dataset
-    index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count].sort().values
-    images, labels = dataset.get_batch(index)
-    return ImageDataset(images.numpy(), labels.numpy(), dataset.classes, dataset.name)
+    return dataset.subset(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count].sort().values)
