@@ -1,4 +1,4 @@
-"""Pictures: image grids of generated or real samples."""
+"""Pictures: image grids of generated or real samples, and 2-D maps of features coloured by class."""
 
 from __future__ import annotations
 
@@ -39,4 +39,74 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike[str], columns:
     path = Path(path)
     with atomic_write(path) as temp:
         Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid).save(temp, format="PNG")
+    return path
+
+
+def _class_colors(count: int) -> list[tuple[float, float, float, float]]:
+    """One colour per class: tab10 or tab20 where they suffice, else evenly spaced along turbo."""
+    from matplotlib import colormaps
+
+    if count <= 10:
+        return [colormaps["tab10"](index) for index in range(count)]
+    if count <= 20:
+        return [colormaps["tab20"](index) for index in range(count)]
+    return [colormaps["turbo"](index / (count - 1)) for index in range(count)]
+
+
+def scatter_panels(
+    panels: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    class_names: list[str],
+    path: str | os.PathLike[str],
+    title: str = "",
+) -> Path:
+    """Side-by-side 2-D maps, points coloured by class, then a bar panel of images per class; written atomically.
+
+    ``panels`` maps a panel's title to ``[N, 2]`` coordinates of the same N points, whose
+    classes are ``labels`` ([N], indices into ``class_names``). The format follows the
+    path's suffix (.png, .pdf, .svg); drawing uses matplotlib's Agg canvas, never a window.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    labels = labels.detach().cpu().long()
+    for name, points in panels.items():
+        if points.dim() != 2 or points.shape[1] != 2 or points.shape[0] != labels.shape[0]:
+            raise ValueError(f"panel {name!r} must be [{labels.shape[0]}, 2] points, got {tuple(points.shape)}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= len(class_names)):
+        raise ValueError(f"labels must lie in [0, {len(class_names)}), got {labels.min()}..{labels.max()}")
+    count = labels.shape[0]
+    colors = _class_colors(len(class_names))
+    point_colors = np.array(colors)[labels.numpy()] if count else np.zeros((0, 4))
+    # Small points for many images, so that dense clusters still show their colour mix.
+    size = float(np.clip(4000.0 / max(count, 1), 0.3, 12.0))
+
+    figure = Figure(figsize=(3.6 * len(panels) + 3.4, 4.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(panels) + 1, width_ratios=[1.0] * len(panels) + [0.85], squeeze=False)[0]
+    for axis, (name, points) in zip(axes, panels.items()):
+        xy = points.detach().cpu().float().numpy()
+        axis.scatter(xy[:, 0], xy[:, 1], c=point_colors, s=size, linewidths=0, alpha=0.8, rasterized=True)
+        axis.set_title(name)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_aspect("equal", adjustable="box")
+    histogram = torch.bincount(labels, minlength=len(class_names)).numpy()
+    bars = axes[-1]
+    bars.bar(range(len(class_names)), histogram, color=colors)
+    bars.set_title("images per class")
+    bars.set_xticks(range(len(class_names)), class_names if len(class_names) <= 20 else [""] * len(class_names),
+                    rotation=90, fontsize=7)  # fmt: skip
+    bars.tick_params(axis="y", labelsize=7)
+    if len(class_names) <= 20:  # a legend of more classes would hide the maps
+        handles = [Line2D([], [], marker="o", linestyle="", color=color, label=name)
+                   for color, name in zip(colors, class_names)]  # fmt: skip
+        figure.legend(handles=handles, loc="outside lower center", ncols=min(len(class_names), 10), fontsize=8,
+                      frameon=False)  # fmt: skip
+    if title:
+        figure.suptitle(title)
+    path = Path(path)
+    with atomic_write(path) as temp:
+        figure.savefig(temp, format=path.suffix.lstrip(".").lower() or "png", dpi=150)
     return path

@@ -2,6 +2,7 @@
 
 from squeeze_span.errors import UnsafePickleError
 from squeeze_span.generators.loading import (
+    load_gan,
     load_generator,
     load_networks,
     load_stylegan2_pkl,
@@ -20,6 +21,7 @@ __all__ = [
     "Teacher",
     "TeacherSample",
     "UnsafePickleError",
+    "load_gan",
     "load_generator",
     "load_networks",
     "load_stylegan2_pkl",

@@ -121,13 +121,23 @@ def load_generator(spec: str | os.PathLike[str]) -> nn.Module:
     ``G(z, c)``, and a ``z_dim`` attribute (``c_dim`` defaults to 0): AutoGAN- and
     BigGAN-style generators plug in unchanged.
     """
+    return load_gan(spec)[0]
+
+
+def load_gan(spec: str | os.PathLike[str]) -> tuple[nn.Module, nn.Module | None]:
+    """The generator :func:`load_generator` returns, and the discriminator ``D`` beside it, if any.
+
+    One read of the source gives both, so a large pickle is not parsed twice. A factory,
+    and a source with no ``D`` (the shipped asset holds only ``G_ema``), give ``None``.
+    """
     text = str(spec)
     if FACTORY_PATTERN.match(text) and not Path(text).exists() and not text.startswith(assets.PREFIX):
-        return _generator_from_factory(text)
+        return _generator_from_factory(text), None
     networks = load_networks(assets.resolve(spec))
+    discriminator = networks.get("D") if isinstance(networks.get("D"), nn.Module) else None
     for name in ("G_ema", "G"):
         if isinstance(networks.get(name), nn.Module):
-            return networks[name]
+            return networks[name], discriminator
     raise CheckpointError(f"{spec} holds no generator (G_ema or G), only: {', '.join(map(str, networks)) or 'nothing'}")
 
 

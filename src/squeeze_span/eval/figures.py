@@ -1,0 +1,185 @@
+"""Data of the paper's figures.
+
+Figure 2 of "Distilling Representations from GAN Generator via Squeeze and Span" maps
+generated images three ways, each point coloured by the class a classifier gives the image
+(its pseudo-label): by the latent w ("Latent"), by the generator's features ("G features":
+each synthesis block's output, averaged over space and concatenated) and, when the
+discriminator is at hand, by its features ("D features": its blocks' outputs and the
+epilogue's fc, as the authors' regex 'b32|b16|b8|b4.fc$' tapped them). The authors used
+50,000 images of a CIFAR-10 StyleGAN2-ADA and UMAP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from squeeze_span.data import DATASET_STATS
+from squeeze_span.data.augment import DEFAULT_SIZES
+from squeeze_span.data.datasets import FASHION_MNIST_CLASSES
+from squeeze_span.errors import ConfigError
+from squeeze_span.eval.embedding import embed_2d
+from squeeze_span.eval.frechet import BackboneFeatures
+from squeeze_span.generators.teacher import DEFAULT_FEATURES, LATENT_FEATURES, Teacher
+from squeeze_span.models import ResNet
+
+# The discriminator's block outputs b{R} ... b8 and the epilogue's fc; b4 itself is the score.
+DISCRIMINATOR_FEATURES = r"^(b\d+(?<!b4)|b4\.fc)$"
+LATENT_PANEL, GENERATOR_PANEL, DISCRIMINATOR_PANEL = "Latent", "G features", "D features"
+
+CLASS_NAMES: dict[str, list[str]] = {
+    "fashion_mnist": FASHION_MNIST_CLASSES,
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    "stl10": ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"],
+}
+
+
+@dataclass
+class GeneratedFeatures:
+    """Features of the same N generated images, by panel, with the classifier's pseudo-labels."""
+
+    features: dict[str, torch.Tensor]  # panel name -> [N, D] float32 on the CPU, in the figure's order
+    labels: torch.Tensor  # [N] int64: the class the classifier predicts for each image
+    class_names: list[str]
+
+    @property
+    def histogram(self) -> torch.Tensor:
+        """[K] images per pseudo-label: how the generator covers the classes."""
+        return torch.bincount(self.labels, minlength=len(self.class_names))
+
+
+def class_names_for(dataset: str, count: int) -> list[str]:
+    """The dataset's class names when it has ``count`` classes, else "0" ... "count-1"."""
+    names = CLASS_NAMES.get(dataset, [])
+    return list(names) if len(names) == count else [str(index) for index in range(count)]
+
+
+def pooled(features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tapped tensor as ``[N, D]``: feature maps averaged over space, anything else flattened."""
+    return [(f.mean(dim=(2, 3)) if f.dim() == 4 else f).flatten(start_dim=1) for f in features]
+
+
+def balanced_concat(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate ``[N, D_k]`` blocks after scaling each to a root-mean-square spread of 1 about its mean.
+
+    Block outputs differ in scale by orders of magnitude across resolutions; unscaled, the
+    largest would decide every distance, and the map would show one block, not the network.
+    """
+    scaled = []
+    for block in blocks:
+        spread = (block - block.mean(dim=0)).square().sum(dim=1).mean().sqrt()
+        scaled.append(block / spread.clamp_min(1e-12))
+    return torch.cat(scaled, dim=1)
+
+
+class _Taps:
+    """Forward hooks that record the outputs of ``network``'s modules matching a regex, until ``remove()``."""
+
+    def __init__(self, network: nn.Module, regex: str) -> None:
+        pattern = re.compile(regex)
+        self.names = [name for name, _ in network.named_modules() if name and pattern.search(name)]
+        if not self.names:
+            raise ConfigError(f"the regex {regex!r} matches no module of {type(network).__name__}; "
+                              "pass the discriminator's block names (b32, b16, ..., b4.fc)")  # fmt: skip
+        modules = dict(network.named_modules())
+        self.recorded: dict[str, torch.Tensor] = {}
+        self.handles = [modules[name].register_forward_hook(self._recorder(name)) for name in self.names]
+
+    def _recorder(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            # A discriminator block returns (x, img); x is its feature map.
+            self.recorded[name] = (output[0] if isinstance(output, (tuple, list)) else output).float()
+
+        return hook
+
+    def take(self) -> list[torch.Tensor]:
+        features = [self.recorded[name] for name in self.names]
+        self.recorded.clear()
+        return features
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def generated_features(
+    generator: nn.Module,
+    classifier: ResNet,
+    dataset: str,
+    *,
+    discriminator: nn.Module | None = None,
+    count: int = 5000,
+    batch_size: int = 500,
+    image_size: int | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> GeneratedFeatures:
+    """Latent, generator (and discriminator) features of ``count`` generated images, and their pseudo-labels.
+
+    ``classifier`` is a backbone with a classification head trained on ``dataset``; it sees
+    each image as it saw the dataset: its channels, its ``image_size`` (default: the
+    dataset's training size), its mean and std. The latent panel needs a ``mapping`` module
+    (StyleGAN's), the generator panel ``synthesis.b<R>`` blocks.
+    """
+    from tqdm.auto import tqdm
+
+    if dataset not in DATASET_STATS:
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(sorted(DATASET_STATS))}")
+    num_classes = int(classifier.config.get("num_classes", 0))
+    if num_classes < 2:
+        raise ConfigError(
+            f"the classifier has no classification head (num_classes {num_classes}); pass a backbone "
+            "trained with labels, e.g. one from configs/fashion_mnist/classifier.yaml"
+        )
+    if count < 4 or batch_size < 1:
+        raise ConfigError(f"figure 2 needs at least 4 images in batches of at least 1, got {count} and {batch_size}")
+    device = torch.device(device)
+    teacher = Teacher(generator, f"{LATENT_FEATURES}|{DEFAULT_FEATURES}", device=device, seed=seed)
+    latent_names = {name for name in teacher.feature_names if re.search(LATENT_FEATURES, name)}
+    mean, std = DATASET_STATS[dataset]
+    size = image_size or DEFAULT_SIZES.get(dataset) or teacher.image_shape[-1]
+    classifier_features = BackboneFeatures(classifier.to(device), size, mean, std)
+    if discriminator is not None:
+        discriminator = discriminator.eval().requires_grad_(False).to(device)
+
+    blocks: dict[str, list[list[torch.Tensor]]] = {LATENT_PANEL: [], GENERATOR_PANEL: [], DISCRIMINATOR_PANEL: []}
+    labels = []
+    with contextlib.ExitStack() as stack:
+        taps = _Taps(discriminator, DISCRIMINATOR_FEATURES) if discriminator is not None else None
+        if taps is not None:
+            stack.callback(taps.remove)  # the caller's discriminator keeps no hook of ours
+        for start in tqdm(range(0, count, batch_size), desc="figure 2: sampling", disable=not progress):
+            sample = teacher.sample(min(batch_size, count - start), return_labels=True)
+            features = dict(zip(teacher.feature_names, pooled(sample.features)))
+            blocks[LATENT_PANEL].append([f.cpu() for name, f in features.items() if name in latent_names])
+            blocks[GENERATOR_PANEL].append([f.cpu() for name, f in features.items() if name not in latent_names])
+            labels.append(classifier.fc(classifier_features(sample.images)).argmax(dim=1).cpu())
+            if taps is not None:
+                c = torch.zeros(len(sample.images), int(getattr(discriminator, "c_dim", 0)), device=device)
+                if sample.labels is not None and c.shape[1]:
+                    c[torch.arange(len(c), device=device), sample.labels] = 1.0
+                discriminator(sample.images, c)
+                blocks[DISCRIMINATOR_PANEL].append([f.cpu() for f in pooled(taps.take())])
+    panels = {}
+    for panel, batches in blocks.items():
+        if batches and batches[0]:
+            panels[panel] = balanced_concat([torch.cat(parts) for parts in zip(*batches)])
+    return GeneratedFeatures(panels, torch.cat(labels), class_names_for(dataset, num_classes))
+
+
+def embed_panels(features: dict[str, torch.Tensor], method: str = "tsne", *, seed: int = 0,
+                 device: torch.device | str = "cpu", progress: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Each panel's ``[N, D]`` features as ``[N, 2]`` CPU map coordinates (see :func:`embed_2d`).
+
+    t-SNE runs on ``device``: on a GPU its N x N passes take a fraction of their CPU time.
+    """
+    return {panel: embed_2d(values.to(device), method, seed=seed, progress=progress,
+                            progress_label=f"t-SNE of {panel}").cpu()
+            for panel, values in features.items()}  # fmt: skip

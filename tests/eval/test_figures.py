@@ -1,0 +1,151 @@
+import importlib.util
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from squeeze_span.cli import main
+from squeeze_span.errors import ConfigError
+from squeeze_span.eval.embedding import conditional_probabilities, embed_2d, joint_probabilities, pca, tsne
+from squeeze_span.eval.figures import DISCRIMINATOR_PANEL, GENERATOR_PANEL, LATENT_PANEL, generated_features
+from squeeze_span.generators import load_gan, save_network
+from squeeze_span.generators.stylegan2 import Discriminator
+from squeeze_span.models import build_backbone, save_backbone
+
+
+def two_blobs(per_blob: int = 60, dims: int = 20) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    blobs = torch.randn(2, per_blob, dims, generator=generator)
+    blobs[1] += 6.0  # centres 6 * sqrt(20) ~ 27 apart; each blob's radius is about sqrt(20) ~ 4.5
+    return blobs.reshape(2 * per_blob, dims)
+
+
+def test_each_row_of_p_has_the_asked_perplexity():
+    features = two_blobs()
+    conditional = conditional_probabilities(features, 10.0)
+    entropy = -(conditional * conditional.clamp_min(1e-30).log()).sum(dim=1)
+    assert torch.allclose(conditional.sum(dim=1), torch.ones(120), atol=1e-5)
+    assert torch.allclose(entropy.exp(), torch.full((120,), 10.0), rtol=1e-3)
+    assert conditional.diagonal().abs().max() == 0
+    joint = joint_probabilities(features, 10.0)
+    assert torch.equal(joint, joint.T) and math.isclose(joint.sum().item(), 1.0, rel_tol=1e-5)
+
+
+def test_tsne_keeps_two_blobs_apart_and_is_seeded():
+    features = two_blobs()
+    points = tsne(features, seed=3, iterations=300)
+    assert points.shape == (120, 2) and points.dtype == torch.float32
+    first, second = points[:60], points[60:]
+    within = max(first.std(dim=0).norm(), second.std(dim=0).norm())
+    assert (first.mean(dim=0) - second.mean(dim=0)).norm() > 5 * within
+    # Every point's nearest neighbour in the map is in its own blob.
+    distances = torch.cdist(points, points).fill_diagonal_(math.inf)
+    nearest = distances.argmin(dim=1)
+    assert torch.equal(nearest // 60, torch.arange(120) // 60)
+    assert torch.equal(tsne(features, seed=3, iterations=300), points)
+    assert not torch.equal(tsne(features, seed=4, iterations=300), points)
+
+
+def test_pca_keeps_the_distances_of_low_rank_features_and_tsne_maps_wide_ones():
+    generator = torch.Generator().manual_seed(0)
+    wide = torch.randn(120, 3, generator=generator) @ torch.randn(3, 80, generator=generator)  # rank 3 in 80-D
+    reduced = pca(wide)
+    assert reduced.shape == (120, 50)
+    distances = torch.cdist(wide.double(), wide.double())  # float64: cdist in float32 loses 1e-2 at this scale
+    assert torch.allclose(torch.cdist(reduced.double(), reduced.double()), distances, atol=1e-3)
+    points = tsne(wide, dims=3, iterations=100)
+    assert points.shape == (120, 3) and torch.isfinite(points).all()
+
+
+def test_tsne_of_too_many_points_names_the_memory_and_umap():
+    with pytest.raises(ConfigError, match=r"of 50000 points needs a 50000 x 50000 matrix \(9 GiB\); map at most 20000"):
+        tsne(torch.zeros(50000, 2))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("umap") is not None, reason="umap-learn is installed")
+def test_umap_without_umap_learn_says_how_to_install_it():
+    with pytest.raises(ConfigError, match=r"needs umap-learn, which is not installed; pip install umap-learn"):
+        embed_2d(two_blobs(), "umap")
+
+
+def test_an_unknown_embedding_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown embedding 'pca'; choose one of tsne, umap"):
+        embed_2d(two_blobs(), "pca")
+
+
+@pytest.fixture
+def tiny_gan(tiny_teacher):
+    """The tiny teacher's folder with a tiny discriminator beside its G_ema, as convert-gan writes it."""
+    torch.manual_seed(1)
+    discriminator = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
+    save_network(discriminator, tiny_teacher, "D")
+    return tiny_teacher
+
+
+@pytest.fixture
+def tiny_classifier(tmp_path):
+    """A random grayscale ResNet-18 (width 4) with a 10-class head, as a Fashion-MNIST classifier."""
+    torch.manual_seed(0)
+    classifier = build_backbone("resnet18_cifar", in_channels=1, width=4)
+    classifier.reset_classifier(10)
+    return save_backbone(classifier, tmp_path / "classifier.safetensors")
+
+
+def test_generated_features_have_one_row_per_image_in_every_panel(tiny_gan, tiny_classifier):
+    from squeeze_span.models import load_backbone
+
+    generator, discriminator = load_gan(tiny_gan)
+    data = generated_features(generator, load_backbone(tiny_classifier), "fashion_mnist",
+                              discriminator=discriminator, count=10, batch_size=4, progress=False)  # fmt: skip
+    # w is 8-d; G blocks b4, b8, b16 have min(128 / R, 16) = 16, 16, 8 channels; D's b16, b8 output
+    # 16 channels each (those of the next block), and b4.fc 16.
+    assert {name: tuple(values.shape) for name, values in data.features.items()} == {
+        LATENT_PANEL: (10, 8), GENERATOR_PANEL: (10, 40), DISCRIMINATOR_PANEL: (10, 48),
+    }  # fmt: skip
+    assert data.labels.shape == (10,) and data.class_names[0] == "T-shirt/top"
+    assert data.histogram.sum() == 10 and data.histogram.shape == (10,)
+    # Without a discriminator there is no D panel; the same seed gives the same latents.
+    alone = generated_features(generator, load_backbone(tiny_classifier), "fashion_mnist", count=10, progress=False)
+    assert list(alone.features) == [LATENT_PANEL, GENERATOR_PANEL]
+    assert torch.equal(alone.features[LATENT_PANEL], data.features[LATENT_PANEL])
+    assert torch.equal(alone.labels, data.labels)
+
+
+def test_a_classifier_without_a_head_is_refused(tiny_teacher):
+    from squeeze_span.generators import load_generator
+
+    backbone = build_backbone("resnet18_cifar", in_channels=1, width=4)
+    with pytest.raises(ConfigError, match="the classifier has no classification head"):
+        generated_features(load_generator(tiny_teacher), backbone, "fashion_mnist", count=8, progress=False)
+
+
+def test_figure2_command_writes_the_figure_and_the_histogram(tiny_gan, tiny_classifier, tmp_path, capsys):
+    out, report = tmp_path / "figure2.png", tmp_path / "figure2.json"
+    args = ["figure2", str(tiny_gan), "--dataset", "fashion_mnist", "--classifier", str(tiny_classifier),
+            "--n", "64", "--out", str(out), "--json", str(report), "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.width > image.height > 100
+    result = json.loads(report.read_text())
+    assert sum(result["histogram"]) == 64 and len(result["histogram"]) == 10
+    assert result["feature_dims"] == {LATENT_PANEL: 8, GENERATOR_PANEL: 40, DISCRIMINATOR_PANEL: 48}
+    assert {name: len(points) for name, points in result["points"].items()} == {
+        LATENT_PANEL: 64, GENERATOR_PANEL: 64, DISCRIMINATOR_PANEL: 64,
+    }  # fmt: skip
+    assert all(len(point) == 2 for point in result["points"][GENERATOR_PANEL])
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"wrote {out}: tsne maps of Latent 8-d, G features 40-d, D features 48-d")
+    assert "Ankle boot" in printed
+
+
+def test_figure2_refuses_too_many_points_for_tsne_before_sampling(tiny_teacher, capsys):
+    assert main(["figure2", str(tiny_teacher), "--dataset", "fashion_mnist", "--n", "50000", "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith("ConfigError: exact t-SNE of 50000 points needs a 50000 x 50000 matrix")
+
+
+def test_figure2_on_cifar10_needs_a_classifier(tiny_teacher, capsys):
+    assert main(["figure2", str(tiny_teacher), "--dataset", "cifar10", "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error == "ConfigError: figure2 on cifar10 needs --classifier BACKBONE (a classifier trained on it)\n"
