@@ -72,10 +72,18 @@ def _steps_for_budget(settings: DemoSettings, name: str, seconds: float) -> int:
     return max(1, int(0.97 * seconds * images_per_s / config.train.batch_size))
 
 
-def train_for(settings: DemoSettings, name: str, seconds: float) -> dict[str, Any]:
-    """Train method ``name`` (a key of RUNS) for ``seconds``: its steps, wall time and run folder."""
-    steps = _steps_for_budget(settings, name, seconds)
-    config = _config(settings, name, [f"train.max_steps={steps}", f"train.max_seconds={seconds}"])
+def train_for(settings: DemoSettings, name: str, seconds: float | None, steps: int | None = None) -> dict[str, Any]:
+    """Train method ``name`` (a key of RUNS) for ``seconds``, or for exactly ``steps`` when given.
+
+    Returns its steps, wall time and run folder. A step count makes a run independent of the
+    machine's load, for tuning on a shared machine; the demo itself runs on the clock.
+    """
+    if steps is None:
+        steps = _steps_for_budget(settings, name, seconds)
+        limits = [f"train.max_steps={steps}", f"train.max_seconds={seconds}"]
+    else:
+        limits = [f"train.max_steps={steps}"]
+    config = _config(settings, name, limits)
     started = time.perf_counter()
     record = Trainer(config, METHODS[config.method.name], command=["squeeze-span", "demo"]).fit()
     return {"steps": record["step"], "seconds": round(time.perf_counter() - started, 1), "run": config.output_dir}

@@ -1,6 +1,6 @@
 """Tune the demo on a validation split held out of Fashion-MNIST's train set; test is never read.
 
-    python studies/demo_tuning/tune.py NAME --method squeeze_span --minutes 4 [key=value ...]
+    python studies/demo_tuning/tune.py NAME --method squeeze_span --steps 420 [key=value ...]
 
 trains one of the demo's methods for a wall-clock budget with the overrides, probes it with
 the fast linear probe on the validation split (``squeeze_span.data.split_validation``), and
@@ -26,14 +26,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="the run's name: results/NAME.json")
     parser.add_argument("--method", choices=sorted(RUNS), required=True)
-    parser.add_argument("--minutes", type=float, default=4.0)
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--minutes", type=float, help="a wall-clock budget, calibrated as the demo does")
+    budget.add_argument("--steps", type=int, help="a fixed number of steps: results that do not depend on the load")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
-    settings = DemoSettings(minutes=args.minutes, output_dir=f"runs/tuning/{args.name}", split="validation",
+    settings = DemoSettings(minutes=args.minutes or 0.0, output_dir=f"runs/tuning/{args.name}", split="validation",
                             overrides=tuple(args.overrides), progress=False)  # fmt: skip
-    trained = train_for(settings, args.method, args.minutes * 60)
+    trained = train_for(settings, args.method, args.minutes and args.minutes * 60, args.steps)
     top1 = probe_top1(settings, load_backbone(trained["run"]))
-    result = {"name": args.name, "method": args.method, "minutes": args.minutes, "overrides": args.overrides,
+    result = {"name": args.name, "method": args.method, "minutes": args.minutes, "fixed_steps": args.steps, "overrides": args.overrides,
               "steps": trained["steps"], "seconds": trained["seconds"], "validation_top1": top1,
               "machine": machine_description()}  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
