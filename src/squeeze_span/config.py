@@ -46,6 +46,7 @@ class TeacherConfig:
     features: str = r"synthesis\.b\d+$"  # the modules whose outputs are h^g(w); 'mapping$' taps w
     truncation_psi: float = 1.0
     noise_mode: str = "random"  # the authors' code calls G(z, c) with NVIDIA's default, random noise
+    pool_size: int = 0  # > 0: render this many samples once and draw from them (fresh augmentation each draw)
 
 
 @dataclass

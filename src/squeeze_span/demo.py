@@ -25,6 +25,7 @@ import torch
 from squeeze_span.assets import FASHION_MNIST_TEACHER
 from squeeze_span.config import TrainingConfig, load_config
 from squeeze_span.eval.probe import probe_backbone
+from squeeze_span.generators import TeacherPool
 from squeeze_span.methods import METHOD_CONFIGS, METHODS
 from squeeze_span.models import build_backbone, load_backbone
 from squeeze_span.runtime import machine_description
@@ -35,6 +36,7 @@ RUNS = {"squeeze_span": [], "vicreg_real": ["method.syn_ratio=0.0", "teacher.pat
 SMOKE = ["model.width=4", "model.proj_dim=16", "model.proj_layers=2", "method.a_hidden=16", "train.batch_size=16",
          "train.knn_train_samples=64", "train.knn_test_samples=32", "train.precision=fp32"]  # fmt: skip
 CALIBRATION_STEPS = 6
+CALIBRATION_POOL = 1000  # teacher samples the timing run renders, to time a pool
 
 
 @dataclass
@@ -60,16 +62,24 @@ def _config(settings: DemoSettings, name: str, extra: list[str]) -> TrainingConf
 
 
 def _steps_for_budget(settings: DemoSettings, name: str, seconds: float) -> int:
-    """Steps that fit in ``seconds``, from the images/s of a short run after one warm-up step."""
+    """Steps that fit in ``seconds``, from the images/s of a short run after one warm-up step.
+
+    A teacher pool is rendered inside the budget: its time is estimated from a small pool
+    rendered by the timing run, and the steps get what is left.
+    """
     folder = Path(settings.output_dir) / f"{name}-timing"
+    pool_size = _config(settings, name, []).teacher.pool_size
+    timing_pool = min(pool_size, CALIBRATION_POOL)
     config = _config(settings, name, [f"train.max_steps={CALIBRATION_STEPS}", f"train.log_every={CALIBRATION_STEPS - 1}",
-                                      f"output_dir={folder}", "train.progress=false"])  # fmt: skip
+                                      f"output_dir={folder}", "train.progress=false", f"teacher.pool_size={timing_pool}"])  # fmt: skip
     trainer = Trainer(config, METHODS[config.method.name], command=["squeeze-span", "demo"])
     trainer.fit()
     lines = (folder / "metrics.jsonl").read_text().splitlines()
     images_per_s = json.loads(lines[0])["images_per_s"]  # steps 2..N-1: past the warm-up step
     shutil.rmtree(folder)
-    return max(1, int(0.97 * seconds * images_per_s / config.train.batch_size))
+    pool = trainer.teacher if isinstance(trainer.teacher, TeacherPool) else None  # VICReg-real has no teacher
+    pool_seconds = pool.render_seconds * pool_size / len(pool) if pool else 0.0
+    return max(1, int(0.97 * (seconds - pool_seconds) * images_per_s / config.train.batch_size))
 
 
 def train_for(settings: DemoSettings, name: str, seconds: float | None, steps: int | None = None) -> dict[str, Any]:

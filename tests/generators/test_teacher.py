@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from squeeze_span.errors import ConfigError
-from squeeze_span.generators import LATENT_FEATURES, Teacher, load_stylegan2_pkl
+from squeeze_span.generators import LATENT_FEATURES, Teacher, TeacherPool, load_stylegan2_pkl
 from squeeze_span.generators.stylegan2 import Generator
 
 
@@ -74,3 +74,21 @@ def test_any_generator_is_a_teacher_through_regex_hooks():
     assert [tuple(f.shape) for f in sample.features] == [(2, 128), (2, 3, 8, 8)]
     with pytest.raises(ConfigError, match=r"feature regex 'synthesis\\\\.b\\\\d\+\$' matches no module"):
         Teacher(TinyDCGAN())
+
+
+def test_a_pool_holds_rendered_samples_with_pooled_features(tiny_teacher_generator):
+    rendered = Teacher(tiny_teacher_generator, noise_mode="const", seed=5).sample(7)
+    pool = TeacherPool(Teacher(tiny_teacher_generator, noise_mode="const", seed=5), 7)
+    assert len(pool) == 7 and pool.image_shape == (3, 16, 16)
+    assert pool.feature_shapes == [(32,), (32,), (16,)]  # what T_phi reads: one number per channel
+    torch.testing.assert_close(pool.images.float(), rendered.images, atol=1e-3, rtol=0)
+    torch.testing.assert_close(pool.features[2], rendered.features[2].mean(dim=(2, 3)))
+    draw = pool.sample(50, torch.Generator().manual_seed(0))
+    assert draw.images.shape == (50, 3, 16, 16) and draw.images.dtype == torch.float32
+    index = torch.randint(7, (50,), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(draw.features[0], pool.features[0][index], atol=0, rtol=0)
+
+
+def test_an_empty_pool_is_a_config_error(tiny_teacher_generator):
+    with pytest.raises(ConfigError, match="teacher.pool_size must be positive"):
+        TeacherPool(Teacher(tiny_teacher_generator), 0)

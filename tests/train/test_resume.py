@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from squeeze_span.train.checkpoint import load_checkpoint
@@ -16,8 +17,9 @@ from tests.train.test_trainer import CONFIG, make_trainer
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(learnable_fashion_mnist, tiny_teacher, tmp_path):
-    settings = {"train.max_steps": 12, "train.checkpoint_every": 3, "resume": "auto"}
+@pytest.mark.parametrize("pool_size", [0, 24], ids=["teacher", "teacher-pool"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(learnable_fashion_mnist, tiny_teacher, tmp_path, pool_size):
+    settings = {"train.max_steps": 12, "train.checkpoint_every": 3, "resume": "auto", "teacher.pool_size": pool_size}
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "squeeze_span.cli", "train", CONFIG,
                *tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, killed, **settings)]  # fmt: skip

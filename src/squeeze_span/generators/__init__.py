@@ -12,6 +12,7 @@ from squeeze_span.generators.teacher import (
     DEFAULT_FEATURES,
     LATENT_FEATURES,
     Teacher,
+    TeacherPool,
     TeacherSample,
 )
 
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_FEATURES",
     "LATENT_FEATURES",
     "Teacher",
+    "TeacherPool",
     "TeacherSample",
     "UnsafePickleError",
     "load_gan",

@@ -24,7 +24,7 @@ from squeeze_span.data.augment import DEFAULT_SIZES
 from squeeze_span.data.stream import RealBatchStream
 from squeeze_span.errors import ConfigError, DatasetError
 from squeeze_span.eval import extract_features, knn_accuracy
-from squeeze_span.generators import Teacher, load_generator
+from squeeze_span.generators import Teacher, TeacherPool, load_generator
 from squeeze_span.methods.base import Method, MethodContext
 from squeeze_span.models import build_backbone
 from squeeze_span.runtime import PRECISIONS, autocast, machine_description
@@ -124,11 +124,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ building
 
-    def _build_teacher(self) -> Teacher | None:
+    def _build_teacher(self) -> Teacher | TeacherPool | None:
         teacher = self.config.teacher
         if teacher.path is None:
             return None
-        return Teacher(
+        renderer = Teacher(
             load_generator(teacher.path),
             teacher.features,
             device=self.device,
@@ -137,6 +137,9 @@ class Trainer:
             noise_mode=teacher.noise_mode,
             seed=self.config.train.seed * 104729 + self.dist.rank,  # each rank draws its own latents
         )
+        if teacher.pool_size:
+            return TeacherPool(renderer, teacher.pool_size, progress=self.config.train.progress and self.dist.is_main)
+        return renderer
 
     def _split_batch(self) -> tuple[int, int]:
         batch, world = self.config.train.batch_size, self.dist.world_size
