@@ -30,7 +30,7 @@ def main() -> None:
     budget.add_argument("--minutes", type=float, help="a wall-clock budget, calibrated as the demo does")
     budget.add_argument("--steps", type=int, help="a fixed number of steps: results that do not depend on the load")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     settings = DemoSettings(minutes=args.minutes or 0.0, output_dir=f"runs/tuning/{args.name}", split="validation",
                             overrides=tuple(args.overrides), progress=False)  # fmt: skip
     trained = train_for(settings, args.method, args.minutes and args.minutes * 60, args.steps)

@@ -7,6 +7,7 @@ import pickle
 import struct
 from collections import OrderedDict
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -20,11 +21,11 @@ from squeeze_span.data.datasets import (
     DEFAULT_ROOTS,
     ConcatenatedImages,
     ImageDataset,
-    RestrictedUnpickler,
     load_dataset,
     split_validation,
 )
 from squeeze_span.errors import DatasetError, UnsafePickleError
+from squeeze_span.fileio import RestrictedUnpickler
 
 RNG = np.random.default_rng(0)
 
@@ -194,8 +195,11 @@ def test_malicious_cifar_pickle_is_refused_not_run(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "cifar-10-batches-py" / "test_batch"
     write_pickle(path, {b"labels": [0], b"data": RunsShellCommand(f"touch {marker}")})
-    with pytest.raises(UnsafePickleError, match=rf"^{path} asks for the global (posix|os|nt)\.system"):
+    with pytest.raises(UnsafePickleError, match=rf"^{path} asks for the global (posix|os|nt)\.system") as raised:
         load_dataset("cifar10", tmp_path, "test")
+    message = str(raised.value)
+    assert "refused and nothing from the file was executed" in message
+    assert message.endswith("Use a file from a trusted source")
     assert not marker.exists()
 
 
@@ -204,14 +208,26 @@ def test_restricted_unpickler_allow_list_is_a_parameter(tmp_path):
     write_pickle(path, OrderedDict(key=1))
     with pytest.raises(UnsafePickleError, match=f"^{path} asks for the global collections.OrderedDict"):
         datasets.load_pickle_safely(path)
-    loaded = datasets.load_pickle_safely(path, datasets.NUMPY_ARRAY_GLOBALS | {("collections", "OrderedDict")})
-    assert loaded == OrderedDict(key=1)
+    loaded = datasets.load_pickle_safely(
+        path, {**datasets.NUMPY_ARRAY_GLOBALS, ("collections", "OrderedDict"): OrderedDict}
+    )
+    assert type(loaded) is OrderedDict and loaded == OrderedDict(key=1)
 
     class OrderedDictsOnly(RestrictedUnpickler):
-        allowed_globals = frozenset({("collections", "OrderedDict")})
+        allowed: ClassVar = {("collections", "OrderedDict"): OrderedDict}
 
     with path.open("rb") as file:
         assert OrderedDictsOnly(file, source=path).load()["key"] == 1
+
+
+def test_numpy_array_globals_resolve_both_core_spellings_to_installed_numpy():
+    allowed = datasets.NUMPY_ARRAY_GLOBALS
+    # What the installed numpy itself pickles arrays and scalars with.
+    reconstruct, scalar = np.zeros(1).__reduce__()[0], np.int64(7).__reduce__()[0]
+    for core in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        assert allowed[(core, "_reconstruct")] is reconstruct
+        assert allowed[(core, "scalar")] is scalar
+    assert allowed[("numpy", "ndarray")] is np.ndarray and allowed[("numpy", "dtype")] is np.dtype
 
 
 def test_numpy_scalars_and_arrays_unpickle(tmp_path):
@@ -219,7 +235,8 @@ def test_numpy_scalars_and_arrays_unpickle(tmp_path):
     content = {b"a": np.arange(6, dtype=np.float32).reshape(2, 3), b"s": np.int64(7)}
     write_pickle(path, content)
     loaded = datasets.load_pickle_safely(path)
-    assert np.array_equal(loaded[b"a"], content[b"a"]) and loaded[b"s"] == 7
+    assert loaded[b"a"].dtype == np.float32 and np.array_equal(loaded[b"a"], content[b"a"])
+    assert type(loaded[b"s"]) is np.int64 and loaded[b"s"] == 7
 
 
 # --------------------------------------------------------------------------- STL-10

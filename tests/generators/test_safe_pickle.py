@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from squeeze_span.data.datasets import load_pickle_safely
 from squeeze_span.errors import CheckpointError, UnsafePickleError
+from squeeze_span.fileio import RestrictedUnpickler
+from squeeze_span.generators import safe_pickle
 from squeeze_span.generators.safe_pickle import (
     PickledModule,
-    RestrictedUnpickler,
     decode_legacy_storage,
     read_stylegan2_pkl,
 )
@@ -457,6 +459,21 @@ def test_restricted_unpickler_allow_list():
     data = pickle.dumps(OrderedDict(a=1), protocol=2)
     allowed = {("collections", "OrderedDict"): OrderedDict}
     assert RestrictedUnpickler(io.BytesIO(data), source="x", allowed=allowed).load() == {"a": 1}
-    with pytest.raises(UnsafePickleError, match="x was refused.*collections.OrderedDict"):
+    with pytest.raises(UnsafePickleError, match="^x asks for the global collections.OrderedDict.*refused"):
         RestrictedUnpickler(io.BytesIO(data), source="x").load()
+
+
+def test_one_restricted_unpickler_serves_cifar_and_stylegan2_pickles(tmp_path):
+    assert issubclass(safe_pickle._StyleGAN2Unpickler, RestrictedUnpickler)
+    assert issubclass(safe_pickle._LegacyStorageUnpickler, RestrictedUnpickler)
+    marker = tmp_path / "marker"
+    path = write_pickle(tmp_path / "evil.pkl", {"G": Reduces(os.system, f"touch {marker}")})
+    with pytest.raises(UnsafePickleError) as from_data:
+        load_pickle_safely(path)
+    with pytest.raises(UnsafePickleError) as from_generators:
+        read_stylegan2_pkl(path)
+    # The same refusal, word for word, from the CIFAR reader and the StyleGAN2 reader.
+    assert str(from_data.value) == str(from_generators.value)
+    assert str(from_data.value).startswith(f"{path} asks for the global {os.system.__module__}.system")
+    assert not marker.exists()
 

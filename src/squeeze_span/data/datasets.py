@@ -16,28 +16,38 @@ Formats (``root`` holds):
   ``root/<split>/`` when there is one (``train/``, ``val/``, ``test/``), else the
   folder itself is the train split
 
-Downloaded pickles are untrusted: they are read with :class:`RestrictedUnpickler`,
-which refuses every global outside an allow-list instead of running it.
+Downloaded pickles are untrusted: :func:`load_pickle_safely` reads them with the
+project's one :class:`~squeeze_span.fileio.RestrictedUnpickler`, which resolves only
+the numpy globals in :data:`NUMPY_ARRAY_GLOBALS` and refuses every other global with
+:class:`~squeeze_span.errors.UnsafePickleError` instead of running it.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import os
 import pickle
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from squeeze_span.errors import DatasetError, UnsafePickleError
+from squeeze_span.errors import DatasetError
+from squeeze_span.fileio import RestrictedUnpickler
+
+try:
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # numpy < 2
+    from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
 
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "stl10", "fashion_mnist", "imagefolder")
 
@@ -76,71 +86,38 @@ FASHION_MNIST_CLASSES = [
 
 # --------------------------------------------------------------------------- pickles
 
-# What unpickling a numpy array needs, under numpy 1's and numpy 2's module names.
-# Python 3 writes bytes in pickle protocol 2 as _codecs.encode(str, "latin1"): a pure
-# function, needed to read arrays and bytes keys pickled by Python 3.
-NUMPY_ARRAY_GLOBALS: frozenset[tuple[str, str]] = frozenset(
-    [
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    ]
+# What unpickling a numpy array needs, each resolved to the installed numpy's object.
+# numpy 2 renamed numpy.core to numpy._core, and pickles carry whichever name wrote
+# them, so both spellings map to the installed module. Python 3 writes bytes in pickle
+# protocol 2 as _codecs.encode(str, "latin1"): a pure function, needed to read arrays
+# and bytes keys pickled by Python 3 (codecs.encode is _codecs.encode).
+NUMPY_ARRAY_GLOBALS: Mapping[tuple[str, str], Any] = MappingProxyType(
+    {
+        **{
+            (module, name): getattr(_multiarray, name)
+            for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+            for name in ("_reconstruct", "scalar")
+        },
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,
+    }
 )
-
-# numpy 2 renamed numpy.core to numpy._core and keeps the old name only as a
-# deprecated alias; resolve both spellings to the installed one.
-_NUMPY_CORE = "numpy._core" if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else "numpy.core"
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only allow-listed globals, so a pickle cannot run code.
-
-    ``allowed_globals`` holds ``(module, name)`` pairs; subclass and override it, or
-    pass ``allowed_globals=``, for another format (StyleGAN pickles need more). Any
-    other global raises :class:`UnsafePickleError` naming the global and ``source``.
-    """
-
-    allowed_globals: frozenset[tuple[str, str]] = NUMPY_ARRAY_GLOBALS
-
-    def __init__(
-        self,
-        file: BinaryIO,
-        *,
-        source: str | os.PathLike,
-        allowed_globals: Iterable[tuple[str, str]] | None = None,
-        encoding: str = "bytes",
-    ) -> None:
-        super().__init__(file, encoding=encoding)
-        self.source = str(source)
-        if allowed_globals is not None:
-            self.allowed_globals = frozenset(allowed_globals)
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self.allowed_globals:
-            raise UnsafePickleError(
-                f"{self.source} asks for the global {module}.{name}, which is not on the "
-                "allow-list; it was refused, not run. Use a file from a trusted source"
-            )
-        for core in ("numpy.core", "numpy._core"):
-            if module == core or module.startswith(core + "."):
-                module = _NUMPY_CORE + module[len(core) :]
-        return super().find_class(module, name)
 
 
 def load_pickle_safely(
     path: str | os.PathLike,
-    allowed_globals: Iterable[tuple[str, str]] = NUMPY_ARRAY_GLOBALS,
+    allowed: Mapping[tuple[str, str], Any] = NUMPY_ARRAY_GLOBALS,
     encoding: str = "bytes",
 ) -> Any:
-    """Unpickle ``path`` with :class:`RestrictedUnpickler`; other errors propagate."""
+    """Unpickle ``path`` with :class:`~squeeze_span.fileio.RestrictedUnpickler`, resolving only ``allowed``.
+
+    ``encoding="bytes"`` keeps the Python 2 ``str`` keys and data of CIFAR pickles as
+    bytes. A global outside ``allowed`` raises :class:`UnsafePickleError`; other
+    errors (a truncated file) propagate.
+    """
     with open(path, "rb") as file:
-        return RestrictedUnpickler(
-            file, source=path, allowed_globals=allowed_globals, encoding=encoding
-        ).load()
+        return RestrictedUnpickler(file, source=path, allowed=allowed, encoding=encoding).load()
 
 
 # --------------------------------------------------------------------------- dataset

@@ -4,9 +4,11 @@ A ``network-snapshot-*.pkl`` from NVlabs/stylegan2-ada-pytorch is a pickle that,
 loaded the ordinary way, imports NVIDIA's ``torch_utils.persistence`` and executes the
 Python source embedded in the file (``module_src``), and restores each tensor storage
 with ``torch.load(..., weights_only=False)``. A downloaded pickle can therefore run
-anything. Here it is read with :class:`RestrictedUnpickler`: every global the pickle
-names is looked up in an explicit allow-list of inert stand-ins, and anything else is
-refused with :class:`~squeeze_span.errors.UnsafePickleError` before it runs.
+anything. Here it is read with subclasses of the project's one
+:class:`~squeeze_span.fileio.RestrictedUnpickler` (which also reads CIFAR pickles):
+every global the pickle names is looked up in an explicit allow-list of inert
+stand-ins, and anything else is refused with
+:class:`~squeeze_span.errors.UnsafePickleError` before it runs.
 
 What the stand-ins do instead of NVIDIA's code:
 
@@ -16,7 +18,7 @@ What the stand-ins do instead of NVIDIA's code:
 - ``dnnlib.util.EasyDict`` becomes a plain ``dict`` subclass.
 - ``torch.storage._load_from_bytes(blob)`` is replaced by
   :func:`decode_legacy_storage`, which parses torch's legacy (non-zip) serialisation
-  with its own restricted unpicklers, allowing only the storage type names.
+  with the same restricted unpickler, allowing only the storage type names.
 - ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter`` build plain tensors
   (``requires_grad=False``) and refuse backward hooks.
 - numpy scalars are rebuilt only for non-object dtypes.
@@ -33,15 +35,15 @@ import os
 import pickle
 import struct
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
 from squeeze_span.errors import CheckpointError, UnsafePickleError, UserError
+from squeeze_span.fileio import RestrictedUnpickler
 
 try:
     from numpy._core.multiarray import scalar as _numpy_scalar_impl
@@ -51,7 +53,6 @@ except ImportError:  # numpy < 2
 __all__ = [
     "NETWORK_KEYS",
     "PickledModule",
-    "RestrictedUnpickler",
     "decode_legacy_storage",
     "read_stylegan2_pkl",
 ]
@@ -70,39 +71,6 @@ class _Refused(Exception):
 
 class _Malformed(Exception):
     """Raised inside the unpickler by a stand-in that met data of the wrong shape."""
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves globals only through an explicit allow-list.
-
-    ``allowed`` maps ``(module, name)`` to the object the pickle gets instead of the
-    real global (usually an inert stand-in). Set it as a class attribute in a
-    subclass or pass ``allowed=``. Any other global raises
-    :class:`UnsafePickleError` naming the global and ``source``; nothing is imported.
-    """
-
-    allowed: ClassVar[Mapping[tuple[str, str], Any]] = {}
-
-    def __init__(
-        self,
-        file: BinaryIO,
-        *,
-        source: str | os.PathLike[str],
-        allowed: Mapping[tuple[str, str], Any] | None = None,
-    ) -> None:
-        super().__init__(file)
-        self.source = str(source)
-        if allowed is not None:
-            self.allowed = allowed  # type: ignore[misc]
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self.allowed[(module, name)]
-        except (KeyError, TypeError):
-            raise UnsafePickleError(
-                f"{self.source} was refused: it asks for the global {module}.{name}, which is "
-                "not on the allow-list; nothing from the file was executed"
-            ) from None
 
 
 # ---------------------------------------------------------------------------
