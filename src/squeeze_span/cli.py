@@ -123,7 +123,8 @@ def _fd(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from squeeze_span.demo import DemoSettings, run_demo, summary
 
-    settings = DemoSettings(minutes=args.minutes, output_dir=args.output_dir, data_root=args.data, split=args.split,
+    budget = {} if args.minutes is None else {"minutes": args.minutes}
+    settings = DemoSettings(**budget, output_dir=args.output_dir, data_root=args.data, split=args.split,
                             overrides=tuple(args.overrides), progress=not args.no_progress)  # fmt: skip
     results = run_demo(settings)
     print(summary(results))
@@ -218,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train Squeeze and Span from the shipped StyleGAN2 teacher, and VICReg on real images, each "
         "for the same time budget on real Fashion-MNIST; probe both and an untrained backbone.",
     )
-    demo.add_argument("--minutes", type=float, default=8.0, help="training budget of each method")
+    demo.add_argument("--minutes", type=float, help="training budget of each method (default: DemoSettings.minutes, 7)")
     demo.add_argument("--data", metavar="ROOT", help="Fashion-MNIST's IDX files (default: Debian's)")
     demo.add_argument("--output-dir", default="runs/demo")
     demo.add_argument("--split", choices=("test", "validation"), default="test",
