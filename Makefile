@@ -5,7 +5,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/squeeze-span probe --random-init resnet18_cifar --dataset fashion_mnist
+	.venv/bin/squeeze-span demo --json runs/demo/results.json
 
 test: setup
 	.venv/bin/python -m pytest -q
