@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "fashion_mnist" / "sq
 RUNS = {"squeeze_span": [], "vicreg_real": ["method.syn_ratio=0.0", "teacher.path=null"]}
 SMOKE = ["model.width=4", "model.proj_dim=16", "model.proj_layers=2", "method.a_hidden=16", "train.batch_size=16",
          "train.knn_train_samples=64", "train.knn_test_samples=32", "train.precision=fp32"]  # fmt: skip
-CALIBRATION_STEPS = 6
+CALIBRATION_STEPS = 24  # ~12 s a method; the first steps run slow (warm-up), so a median over many
 CALIBRATION_POOL = 1000  # teacher samples the timing run renders, to time a pool
 
 
@@ -70,12 +71,12 @@ def _steps_for_budget(settings: DemoSettings, name: str, seconds: float) -> int:
     folder = Path(settings.output_dir) / f"{name}-timing"
     pool_size = _config(settings, name, []).teacher.pool_size
     timing_pool = min(pool_size, CALIBRATION_POOL)
-    config = _config(settings, name, [f"train.max_steps={CALIBRATION_STEPS}", f"train.log_every={CALIBRATION_STEPS - 1}",
-                                      f"output_dir={folder}", "train.progress=false", f"teacher.pool_size={timing_pool}"])  # fmt: skip
+    config = _config(settings, name, [f"train.max_steps={CALIBRATION_STEPS}", "train.log_every=1", f"output_dir={folder}",
+                                      "train.progress=false", f"teacher.pool_size={timing_pool}"])  # fmt: skip
     trainer = Trainer(config, METHODS[config.method.name], command=["squeeze-span", "demo"])
     trainer.fit()
-    lines = (folder / "metrics.jsonl").read_text().splitlines()
-    images_per_s = json.loads(lines[0])["images_per_s"]  # steps 2..N-1: past the warm-up step
+    rates = [json.loads(line)["images_per_s"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    images_per_s = statistics.median(rates[1:-1])  # not the first step (warm-up) nor the last (it checkpoints)
     shutil.rmtree(folder)
     pool = trainer.teacher if isinstance(trainer.teacher, TeacherPool) else None  # VICReg-real has no teacher
     pool_seconds = pool.render_seconds * pool_size / len(pool) if pool else 0.0
