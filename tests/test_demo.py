@@ -14,3 +14,14 @@ def test_the_demo_runs_end_to_end_at_smoke_size(learnable_fashion_mnist, tiny_te
     text = summary(results)
     assert "squeeze and span" in text and "VICReg (real images)" in text and "At equal training time" in text
     assert not (tmp_path / "demo" / "squeeze_span-timing").exists()
+
+
+def test_the_summary_calls_a_gap_within_seed_noise_a_match():
+    results = {"squeeze_span": {"top1": 86.18, "steps": 776, "seconds": 413.9},
+               "vicreg_real": {"top1": 86.40, "steps": 878, "seconds": 407.6},
+               "random_init": {"top1": 78.36, "steps": 0, "seconds": 0.0}}  # fmt: skip
+    line = summary(results).splitlines()[-1]
+    assert "matches VICReg on real images within seed noise (0.22 points behind" in line
+    assert "beats the untrained backbone by 7.82 points" in line
+    results["vicreg_real"]["top1"] = 87.40
+    assert "trails VICReg on real images by 1.22 points" in summary(results)
