@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,7 @@ from squeeze_span.data.datasets import FASHION_MNIST_CLASSES
 from squeeze_span.errors import ConfigError
 from squeeze_span.eval.embedding import embed_2d
 from squeeze_span.eval.frechet import BackboneFeatures
-from squeeze_span.generators.teacher import DEFAULT_FEATURES, LATENT_FEATURES, Teacher
+from squeeze_span.generators.teacher import DEFAULT_FEATURES, LATENT_FEATURES, FeatureTaps, Teacher
 from squeeze_span.models import ResNet
 
 # The discriminator's block outputs b{R} ... b8 and the epilogue's fc; b4 itself is the score.
@@ -77,36 +76,6 @@ def balanced_concat(blocks: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(scaled, dim=1)
 
 
-class _Taps:
-    """Forward hooks that record the outputs of ``network``'s modules matching a regex, until ``remove()``."""
-
-    def __init__(self, network: nn.Module, regex: str) -> None:
-        pattern = re.compile(regex)
-        self.names = [name for name, _ in network.named_modules() if name and pattern.search(name)]
-        if not self.names:
-            raise ConfigError(f"the regex {regex!r} matches no module of {type(network).__name__}; "
-                              "pass the discriminator's block names (b32, b16, ..., b4.fc)")  # fmt: skip
-        modules = dict(network.named_modules())
-        self.recorded: dict[str, torch.Tensor] = {}
-        self.handles = [modules[name].register_forward_hook(self._recorder(name)) for name in self.names]
-
-    def _recorder(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: object, output: object) -> None:
-            # A discriminator block returns (x, img); x is its feature map.
-            self.recorded[name] = (output[0] if isinstance(output, (tuple, list)) else output).float()
-
-        return hook
-
-    def take(self) -> list[torch.Tensor]:
-        features = [self.recorded[name] for name in self.names]
-        self.recorded.clear()
-        return features
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
 @torch.no_grad()
 def generated_features(
     generator: nn.Module,
@@ -152,7 +121,7 @@ def generated_features(
     blocks: dict[str, list[list[torch.Tensor]]] = {LATENT_PANEL: [], GENERATOR_PANEL: [], DISCRIMINATOR_PANEL: []}
     labels = []
     with contextlib.ExitStack() as stack:
-        taps = _Taps(discriminator, DISCRIMINATOR_FEATURES) if discriminator is not None else None
+        taps = FeatureTaps(discriminator, DISCRIMINATOR_FEATURES) if discriminator is not None else None
         if taps is not None:
             stack.callback(taps.remove)  # the caller's discriminator keeps no hook of ours
         for start in tqdm(range(0, count, batch_size), desc="figure 2: sampling", disable=not progress):

@@ -42,6 +42,44 @@ def _feature_of(output: object) -> torch.Tensor:
     return tensor
 
 
+class FeatureTaps:
+    """Forward hooks that record what ``network``'s modules matching ``regex`` output, in execution order.
+
+    ``take()`` returns the recorded features and clears them; ``remove()`` takes the hooks
+    off, for a network that outlives its taps.
+    """
+
+    def __init__(self, network: nn.Module, regex: str) -> None:
+        try:
+            pattern = re.compile(regex)
+        except re.error as error:
+            raise ConfigError(f"feature regex {regex!r} is invalid ({error})") from None
+        self.names = [name for name, _ in network.named_modules() if name and pattern.search(name)]
+        if not self.names:
+            shallow = [name for name, _ in network.named_modules() if name and name.count(".") < 2]
+            raise ConfigError(f"feature regex {regex!r} matches no module of the {type(network).__name__}; "
+                              f"some names: {', '.join(shallow[:12])}")  # fmt: skip
+        self._recorded: dict[str, torch.Tensor] = {}
+        modules = dict(network.named_modules())
+        self._handles = [modules[name].register_forward_hook(self._recorder(name)) for name in self.names]
+
+    def _recorder(self, name: str):
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            self._recorded[name] = _feature_of(output)
+
+        return hook
+
+    def take(self) -> list[torch.Tensor]:
+        """The features of the last forward pass, as float32, and forget them."""
+        features = [self._recorded[name].float() for name in self.names]
+        self._recorded.clear()
+        return features
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
 class Teacher:
     """Samples ``(images, features)`` from a frozen generator under no_grad, on its device.
 
@@ -69,33 +107,10 @@ class Teacher:
         self.call_kwargs = (
             {"truncation_psi": truncation_psi, "noise_mode": noise_mode} if isinstance(generator, Generator) else {}
         )
-        self.feature_names = self._tapped_modules(generator, feature_regex) if feature_regex is not None else []
-        self._recorded: dict[str, torch.Tensor] = {}
-        modules = dict(generator.named_modules())
-        for name in self.feature_names:
-            modules[name].register_forward_hook(self._recorder(name))
+        self.taps = FeatureTaps(generator, feature_regex) if feature_regex is not None else None
+        self.feature_names = self.taps.names if self.taps is not None else []
         self.latent_generator = torch.Generator(self.device).manual_seed(seed)
         self._shapes: tuple[tuple[int, ...], list[tuple[int, ...]]] | None = None
-
-    @staticmethod
-    def _tapped_modules(generator: nn.Module, feature_regex: str) -> list[str]:
-        try:
-            pattern = re.compile(feature_regex)
-        except re.error as error:
-            raise ConfigError(f"feature regex {feature_regex!r} is invalid ({error})") from None
-        names = [name for name, _ in generator.named_modules() if name and pattern.search(name)]
-        if not names:
-            shallow = [name for name, _ in generator.named_modules() if name and name.count(".") < 2]
-            raise ConfigError(
-                f"feature regex {feature_regex!r} matches no module of the generator; some names: {', '.join(shallow[:12])}"
-            )
-        return names
-
-    def _recorder(self, name: str):
-        def hook(module: nn.Module, inputs: object, output: object) -> None:
-            self._recorded[name] = _feature_of(output)
-
-        return hook
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, *, return_labels: bool = False) -> TeacherSample:
@@ -107,11 +122,9 @@ class Teacher:
         if self.c_dim:
             labels = torch.randint(self.c_dim, (n,), generator=generator, device=self.device)
             c[torch.arange(n, device=self.device), labels] = 1.0
-        self._recorded.clear()
         with autocast(self.device, self.precision):
             images = self.network(z, c, **self.call_kwargs)
-        features = [self._recorded[name].float() for name in self.feature_names]
-        self._recorded.clear()
+        features = self.taps.take() if self.taps is not None else []
         return TeacherSample(images.float().clamp(-1.0, 1.0), features, labels if return_labels else None)
 
     def _probe_shapes(self) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
