@@ -25,3 +25,15 @@ def test_the_summary_calls_a_gap_within_seed_noise_a_match():
     assert "beats the untrained backbone by 7.82 points" in line
     results["vicreg_real"]["top1"] = 87.40
     assert "trails VICReg on real images by 1.22 points" in summary(results)
+
+
+def test_a_tuning_demo_with_a_teacher_pool_probes_the_validation_split(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    for test_file in learnable_fashion_mnist.glob("t10k-*"):
+        test_file.unlink()  # tuning must not need the test split
+    settings = DemoSettings(minutes=0.02, output_dir=str(tmp_path / "demo"), data_root=str(learnable_fashion_mnist),
+                            teacher=str(tiny_teacher), split="validation", overrides=("teacher.pool_size=40",),
+                            smoke=True, progress=False)  # fmt: skip
+    results = run_demo(settings)
+    assert results["split"] == "validation" and results["squeeze_span"]["steps"] >= 1
+    config = (tmp_path / "demo" / "squeeze_span" / "config.yaml").read_text()
+    assert "pool_size: 40" in config

@@ -65,7 +65,7 @@ def _config(settings: DemoSettings, name: str, extra: list[str]) -> TrainingConf
 
 
 def _steps_for_budget(settings: DemoSettings, name: str, seconds: float) -> int:
-    """Steps that fit in ``seconds``, from the images/s of a short run after one warm-up step.
+    """Steps that fit in ``seconds``, from the median images/s of a short run's steps.
 
     A teacher pool is rendered inside the budget: its time is estimated from a small pool
     rendered by the timing run, and the steps get what is left.
