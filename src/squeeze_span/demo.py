@@ -74,7 +74,9 @@ def _steps_for_budget(settings: DemoSettings, name: str, seconds: float) -> int:
     pool_size = _config(settings, name, []).teacher.pool_size
     timing_pool = min(pool_size, CALIBRATION_POOL)
     config = _config(settings, name, [f"train.max_steps={CALIBRATION_STEPS}", "train.log_every=1", f"output_dir={folder}",
-                                      "train.progress=false", f"teacher.pool_size={timing_pool}"])  # fmt: skip
+                                      f"teacher.pool_size={timing_pool}"])  # fmt: skip
+    if settings.progress:
+        print(f"      timing {CALIBRATION_STEPS} steps, to fit the schedule to the budget", flush=True)
     trainer = Trainer(config, METHODS[config.method.name], command=["squeeze-span", "demo"])
     trainer.fit()
     rates = [json.loads(line)["images_per_s"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
