@@ -94,27 +94,14 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _fd(args: argparse.Namespace) -> None:
-    from squeeze_span.data import DATASET_STATS, load_dataset
-    from squeeze_span.data.augment import DEFAULT_SIZES
-    from squeeze_span.assets import FASHION_MNIST_CLASSIFIER
-    from squeeze_span.errors import ConfigError
-    from squeeze_span.eval.frechet import BackboneFeatures, InceptionFeatures, generator_fd
+    from squeeze_span.data import load_dataset
+    from squeeze_span.eval.frechet import fd_extractor, generator_fd
     from squeeze_span.generators import load_generator
-    from squeeze_span.models import load_backbone
     from squeeze_span.runtime import resolve_device
 
     device = resolve_device(args.device)
     real = load_dataset(args.dataset, args.data, "train")
-    if args.inception:
-        extractor, metric = InceptionFeatures(args.inception).to(device), "FID"
-    else:
-        if args.classifier is None and args.dataset != "fashion_mnist":
-            raise ConfigError(f"fd on {args.dataset} needs --classifier BACKBONE (trained on it) or --inception PT")
-        args.classifier = args.classifier or FASHION_MNIST_CLASSIFIER
-        mean, std = DATASET_STATS[args.dataset]
-        size = DEFAULT_SIZES.get(args.dataset, real.image_size[0])
-        extractor = BackboneFeatures(load_backbone(args.classifier).to(device), size, mean, std)
-        metric = f"FD-{args.dataset}-classifier"
+    extractor, metric = fd_extractor(real, args.dataset, classifier=args.classifier, inception=args.inception, device=device)
     distance = generator_fd(load_generator(args.model), real, extractor, count=args.n, device=device,
                             progress=not args.no_progress)  # fmt: skip
     print(f"{metric} of {args.model} against {args.dataset} train ({args.n} images each): {distance:.3f}")

@@ -134,3 +134,28 @@ def generator_fd(
             yield teacher.sample(min(batch_size, count - start)).images
 
     return frechet_distance(statistics_of(extractor, real_batches()), statistics_of(extractor, fake_batches()))
+
+
+def fd_extractor(real: ImageDataset, dataset: str, *, classifier: str | None = None, inception: str | None = None,
+                 device: torch.device = torch.device("cpu")) -> tuple[FeatureExtractor, str]:  # fmt: skip
+    """The feature extractor of an FD on ``dataset`` and the metric's honest name.
+
+    ``inception`` (NVIDIA's pt_inception-2015-12-05 weights) gives FID; otherwise the features
+    of ``classifier``, a backbone trained on the dataset (Fashion-MNIST defaults to the shipped
+    one), give ``FD-<dataset>-classifier``; the classifier sees images at the dataset's training
+    size, or the size of ``real``'s images for a dataset without one (an image folder).
+    """
+    from squeeze_span.assets import FASHION_MNIST_CLASSIFIER
+    from squeeze_span.data import DATASET_STATS
+    from squeeze_span.data.augment import DEFAULT_SIZES
+    from squeeze_span.errors import ConfigError
+    from squeeze_span.models import load_backbone
+
+    if inception:
+        return InceptionFeatures(inception).to(device), "FID"
+    if classifier is None and dataset != "fashion_mnist":
+        raise ConfigError(f"fd on {dataset} needs --classifier BACKBONE (trained on it) or --inception PT")
+    mean, std = DATASET_STATS[dataset]
+    backbone = load_backbone(classifier or FASHION_MNIST_CLASSIFIER).to(device)
+    size = DEFAULT_SIZES.get(dataset, real.image_size[0])
+    return BackboneFeatures(backbone, size, mean, std), f"FD-{dataset}-classifier"
