@@ -149,3 +149,16 @@ def test_figure2_on_cifar10_needs_a_classifier(tiny_teacher, capsys):
     assert main(["figure2", str(tiny_teacher), "--dataset", "cifar10", "--no-progress"]) == 2
     error = capsys.readouterr().err
     assert error == "ConfigError: figure2 on cifar10 needs --classifier BACKBONE (a classifier trained on it)\n"
+
+
+def test_figure4_draws_accuracy_against_fd(tmp_path):
+    from PIL import Image
+
+    from squeeze_span.eval.plots import accuracy_against_fd
+
+    path = accuracy_against_fd([(11.4, 85.1, "50 kimg"), (2.8, 86.7, "500 kimg")], tmp_path / "figure4.png",
+                               metric="FD-fashion_mnist-classifier", baseline=(87.3, "VICReg on real images"))  # fmt: skip
+    with Image.open(path) as image:
+        assert image.size[0] > 400 and image.size[1] > 300
+    with pytest.raises(ValueError, match="at least one"):
+        accuracy_against_fd([], tmp_path / "empty.png", metric="FD")

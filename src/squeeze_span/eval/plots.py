@@ -1,4 +1,4 @@
-"""Pictures: image grids of generated or real samples, and 2-D maps of features coloured by class."""
+"""Pictures: image grids of samples, 2-D maps of features coloured by class (Figure 2), accuracy against FD (Figure 4)."""
 
 from __future__ import annotations
 
@@ -106,6 +106,42 @@ def scatter_panels(
                       frameon=False)  # fmt: skip
     if title:
         figure.suptitle(title)
+    return _save_figure(figure, path)
+
+
+def accuracy_against_fd(points: list[tuple[float, float, str]], path: str | os.PathLike[str], *, metric: str,
+                        baseline: tuple[float, str] | None = None, title: str = "") -> Path:  # fmt: skip
+    """The paper's Figure 4: top-1 of students distilled from each snapshot against its FD (log scale).
+
+    ``points`` are ``(fd, top1, label)``, e.g. a snapshot's kimg; ``baseline`` is ``(top1, label)``
+    of a method that needs no generator, drawn as a dash-dot line. Written atomically.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not points:
+        raise ValueError("Figure 4 needs at least one (fd, top1, label) point")
+    figure = Figure(figsize=(5.2, 3.8), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    points = sorted(points)
+    fds, top1s, labels = zip(*points)
+    axes.plot(fds, top1s, marker="o", label="Squeeze and Span")
+    for fd, top1, label in points:
+        axes.annotate(label, (fd, top1), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if baseline is not None:
+        axes.axhline(baseline[0], linestyle="-.", color="gray", label=baseline[1])
+    axes.set_xscale("log")
+    axes.set_xlabel(f"{metric} of the teacher (log scale)")
+    axes.set_ylabel("top-1 (%)")
+    axes.legend(fontsize=8)
+    if title:
+        axes.set_title(title, fontsize=9)
+    return _save_figure(figure, path)
+
+
+def _save_figure(figure, path: str | os.PathLike[str]) -> Path:
+    """Write a matplotlib figure atomically, in the format its suffix names (.png, .pdf, .svg)."""
     path = Path(path)
     with atomic_write(path) as temp:
         figure.savefig(temp, format=path.suffix.lstrip(".").lower() or "png", dpi=150)
