@@ -124,6 +124,12 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     return results
 
 
+def train_and_probe(settings: DemoSettings, name: str, seconds: float | None, steps: int | None = None) -> dict[str, Any]:
+    """:func:`train_for`, then the trained backbone's probe top-1 on the settings' split, as ``"top1"``."""
+    trained = train_for(settings, name, seconds, steps)
+    return {**trained, "top1": probe_top1(settings, load_backbone(trained["run"]))}
+
+
 def probe_top1(settings: DemoSettings, backbone: torch.nn.Module) -> float:
     """The fast linear probe's top-1 on the settings' split."""
     probe = probe_backbone(backbone, "fashion_mnist", settings.data_root, split=settings.split, device=torch.device("cpu"),

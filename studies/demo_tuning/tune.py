@@ -14,9 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from squeeze_span.demo import RUNS, DemoSettings, probe_top1, train_for
+from squeeze_span.demo import RUNS, DemoSettings, train_and_probe
 from squeeze_span.errors import UserError
-from squeeze_span.models import load_backbone
 from squeeze_span.runtime import machine_description
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -33,10 +32,9 @@ def main() -> None:
     args = parser.parse_intermixed_args()
     settings = DemoSettings(minutes=args.minutes or 0.0, output_dir=f"runs/tuning/{args.name}", split="validation",
                             overrides=tuple(args.overrides), progress=False)  # fmt: skip
-    trained = train_for(settings, args.method, args.minutes and args.minutes * 60, args.steps)
-    top1 = probe_top1(settings, load_backbone(trained["run"]))
+    trained = train_and_probe(settings, args.method, args.minutes and args.minutes * 60, args.steps)
     result = {"name": args.name, "method": args.method, "minutes": args.minutes, "fixed_steps": args.steps, "overrides": args.overrides,
-              "steps": trained["steps"], "seconds": trained["seconds"], "validation_top1": top1,
+              "steps": trained["steps"], "seconds": trained["seconds"], "validation_top1": trained["top1"],
               "machine": machine_description()}  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")

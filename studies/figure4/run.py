@@ -20,12 +20,11 @@ from pathlib import Path
 import torch
 
 from squeeze_span.data import load_dataset
-from squeeze_span.demo import DemoSettings, probe_top1, train_for
+from squeeze_span.demo import DemoSettings, train_and_probe
 from squeeze_span.errors import UserError
 from squeeze_span.eval.frechet import fd_extractor, generator_fd
 from squeeze_span.eval.plots import accuracy_against_fd
 from squeeze_span.generators import load_generator
-from squeeze_span.models import load_backbone
 from squeeze_span.runtime import machine_description
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,8 +51,8 @@ def measure(name: str, method: str, teacher: Path | None, args: argparse.Namespa
         extractor, _ = fd_extractor(real, "fashion_mnist")
         result["teacher"] = str(teacher)
         result["fd"] = generator_fd(load_generator(teacher), real, extractor, count=args.fd_images, progress=False)
-    trained = train_for(settings, method, None, args.steps)
-    result.update(seconds=trained["seconds"], validation_top1=probe_top1(settings, load_backbone(trained["run"])),
+    trained = train_and_probe(settings, method, None, args.steps)
+    result.update(seconds=trained["seconds"], validation_top1=trained["top1"],
                   machine=machine_description(torch.device("cpu")))  # fmt: skip
     args.results.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
