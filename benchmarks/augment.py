@@ -105,14 +105,14 @@ def main() -> None:
             row: dict[str, object] = {"case": name, "batch": batch, "precision": precision}
             generator = torch.Generator().manual_seed(0)
 
-            def run_ours() -> torch.Tensor:
+            def run_ours(ours=ours, autocast=autocast, inputs=inputs, generator=generator) -> torch.Tensor:
                 with autocast:
                     return ours(inputs, generator)
 
             functions: dict[str, Callable[[], torch.Tensor]] = {"ours": run_ours}
             if kornia_run is not None:
 
-                def run_kornia() -> torch.Tensor:
+                def run_kornia(autocast=autocast, inputs=inputs, kornia_run=kornia_run) -> torch.Tensor:
                     with autocast:
                         return kornia_run(inputs)
 

@@ -34,13 +34,21 @@ ROOT = Path(__file__).resolve().parents[1]
 GAN_YAML = ROOT / "configs" / "fashion_mnist" / "gan.yaml"
 NVIDIA_FIGURES = {"fp32": 23.0, "bf16": 39.0}  # img/s of NVIDIA's code on these CPUs, measured by the project
 NVIDIA128 = [
-    "generator.z_dim=512", "generator.w_dim=512", "generator.mapping_kwargs.num_layers=2",
-    "generator.synthesis_kwargs.channel_base=4096", "generator.synthesis_kwargs.channel_max=128",
+    "generator.z_dim=512",
+    "generator.w_dim=512",
+    "generator.mapping_kwargs.num_layers=2",
+    "generator.synthesis_kwargs.channel_base=4096",
+    "generator.synthesis_kwargs.channel_max=128",
     "generator.synthesis_kwargs.architecture=skip",
-    "discriminator.channel_base=4096", "discriminator.channel_max=128", "discriminator.architecture=orig",
-    "discriminator.epilogue_kwargs.mbstd_group_size=32", "train.batch_size=32", "loss.r1_interval=16",
-    "loss.r1_gamma=0.01", "augment.diffaugment=false",
-]  # fmt: skip
+    "discriminator.channel_base=4096",
+    "discriminator.channel_max=128",
+    "discriminator.architecture=orig",
+    "discriminator.epilogue_kwargs.mbstd_group_size=32",
+    "train.batch_size=32",
+    "loss.r1_interval=16",
+    "loss.r1_gamma=0.01",
+    "augment.diffaugment=false",
+]
 CASES = {
     "nvidia128_fp32": (NVIDIA128, "fp32"),
     "nvidia128_bf16": (NVIDIA128, "bf16"),
@@ -49,8 +57,17 @@ CASES = {
 
 
 def measure(overrides: list[str], precision: str, steps: int, warmup: int, output_dir: str) -> dict[str, object]:
-    config = load_config(GAN_YAML, [*overrides, f"train.precision={precision}", "train.device=cpu",
-                                    "train.progress=false", f"output_dir={output_dir}"], GanTrainingConfig)  # fmt: skip
+    config = load_config(
+        GAN_YAML,
+        [
+            *overrides,
+            f"train.precision={precision}",
+            "train.device=cpu",
+            "train.progress=false",
+            f"output_dir={output_dir}",
+        ],
+        GanTrainingConfig,
+    )
     trainer = GanTrainer(config, command=["benchmark"])
     for _ in range(warmup):
         trainer.train_step()
@@ -62,9 +79,15 @@ def measure(overrides: list[str], precision: str, steps: int, warmup: int, outpu
         trainer.train_step()
     seconds = time.perf_counter() - start
     parameters = {name: sum(p.numel() for p in getattr(trainer, name).parameters()) for name in ("G", "D")}
-    return {"images_per_s": steps * config.train.batch_size / seconds, "seconds": seconds, "steps": steps,
-            "batch_size": config.train.batch_size, "precision": precision, "overrides": overrides,
-            "parameters": parameters}  # fmt: skip
+    return {
+        "images_per_s": steps * config.train.batch_size / seconds,
+        "seconds": seconds,
+        "steps": steps,
+        "batch_size": config.train.batch_size,
+        "precision": precision,
+        "overrides": overrides,
+        "parameters": parameters,
+    }
 
 
 def main() -> None:

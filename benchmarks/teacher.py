@@ -7,8 +7,9 @@ hooks on ``synthesis.b4 ... b32`` keeping every block's features ``x``. Measured
 under bf16 autocast (the networks run channels_last in both), median of repeats after a
 warm-up, and the best repeat (on a shared machine other jobs can halve a single run; the
 best repeat is the closest to the machine's own speed); the two precisions take turns within
-each repeat so load from other processes falls on both alike. Also records how far bf16 is from fp32 on the ``tiny_uncond`` fixture
-(NVIDIA's reference outputs) when that fixture and the safe pickle reader are present.
+each repeat so load from other processes falls on both alike. Also records how far bf16 is from
+fp32 on the ``tiny_uncond`` fixture (NVIDIA's reference outputs) when that fixture and the safe
+pickle reader are present.
 
 Writes benchmarks/results/teacher.json.
 

@@ -30,14 +30,27 @@ from squeeze_span.methods import METHODS
 from squeeze_span.runtime import autocast, machine_info
 from squeeze_span.train import Trainer
 
-TEACHER = dict(z_dim=128, c_dim=0, w_dim=128, img_resolution=32, img_channels=1,
-               mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 4096, "channel_max": 128})  # fmt: skip
+TEACHER = dict(
+    z_dim=128,
+    c_dim=0,
+    w_dim=128,
+    img_resolution=32,
+    img_channels=1,
+    mapping_kwargs={"num_layers": 2},
+    synthesis_kwargs={"channel_base": 4096, "channel_max": 128},
+)
 
 
 def build(teacher_dir: Path, syn_ratio: float, args) -> Trainer:
-    overrides = [f"teacher.path={teacher_dir}", f"method.syn_ratio={syn_ratio}", f"train.batch_size={args.batch_size}",
-                 f"train.precision={args.precision}", f"train.device={args.device}", "train.progress=false",
-                 f"output_dir={teacher_dir.parent / 'run'}"]  # fmt: skip
+    overrides = [
+        f"teacher.path={teacher_dir}",
+        f"method.syn_ratio={syn_ratio}",
+        f"train.batch_size={args.batch_size}",
+        f"train.precision={args.precision}",
+        f"train.device={args.device}",
+        "train.progress=false",
+        f"output_dir={teacher_dir.parent / 'run'}",
+    ]
     config = load_training_config("configs/fashion_mnist/squeeze_span.yaml", overrides)
     return Trainer(config, METHODS[config.method.name], command=["benchmark"])
 
@@ -57,8 +70,9 @@ def squeeze_span_step(trainer: Trainer):
 def bare_student_step(trainer: Trainer):
     method = trainer.method
     size = trainer.augmentation.size
-    views = torch.randn(trainer.config.train.batch_size, trainer.dataset.num_channels, size, size,
-                        device=trainer.device).contiguous(memory_format=torch.channels_last)  # fmt: skip
+    views = torch.randn(
+        trainer.config.train.batch_size, trainer.dataset.num_channels, size, size, device=trainer.device
+    ).contiguous(memory_format=torch.channels_last)
     # A fixed target: the loss then has a non-zero optimum, so the weights never shrink to denormals.
     target = torch.randn(trainer.config.train.batch_size, method.projector[-1].out_features, device=trainer.device)
 
@@ -109,11 +123,23 @@ def main() -> None:
     results = []
     for name, values in times.items():
         seconds = statistics.median(values)
-        results.append({"case": name, "seconds_per_step": seconds, "images_per_s": args.batch_size / seconds,
-                        "time_relative_to_bare_step": seconds / bare})  # fmt: skip
+        results.append(
+            {
+                "case": name,
+                "seconds_per_step": seconds,
+                "images_per_s": args.batch_size / seconds,
+                "time_relative_to_bare_step": seconds / bare,
+            }
+        )
         print(f"{name:32s} {args.batch_size / seconds:8.0f} img/s  {seconds / bare:5.2f}x the bare step's time")
-    report = {"machine": machine_info(squeeze_span.device), "batch_size": args.batch_size, "precision": args.precision,
-              "device": str(squeeze_span.device), "teacher": TEACHER, "results": results}  # fmt: skip
+    report = {
+        "machine": machine_info(squeeze_span.device),
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "device": str(squeeze_span.device),
+        "teacher": TEACHER,
+        "results": results,
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}")

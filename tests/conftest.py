@@ -35,7 +35,9 @@ FIXTURES = SHARED / "fixtures" / "stylegan2_ada"
 def stylegan2_fixture() -> Path:
     """NVIDIA's reference pickle and outputs, from ../shared beside the checkout."""
     if not (FIXTURES / "tiny_uncond.pkl").exists():
-        pytest.skip(f"the StyleGAN2-ADA fixture is absent ({FIXTURES}); these checks need ../shared beside the checkout")
+        pytest.skip(
+            f"the StyleGAN2-ADA fixture is absent ({FIXTURES}); these checks need ../shared beside the checkout"
+        )
     return FIXTURES
 
 
@@ -48,8 +50,14 @@ def tiny_teacher(tmp_path: Path) -> Path:
     from squeeze_span.generators.stylegan2 import Generator
 
     torch.manual_seed(0)
-    generator = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
-                          synthesis_kwargs={"channel_base": 128, "channel_max": 16})  # fmt: skip
+    generator = Generator(
+        z_dim=8,
+        c_dim=0,
+        w_dim=8,
+        img_resolution=16,
+        img_channels=3,
+        synthesis_kwargs={"channel_base": 128, "channel_max": 16},
+    )
     folder = tmp_path / "teacher"
     save_network(generator, folder, "G_ema")
     return folder
@@ -58,10 +66,21 @@ def tiny_teacher(tmp_path: Path) -> Path:
 def tiny_run_overrides(data: Path, teacher: Path | None, output_dir: Path, **extra: object) -> list[str]:
     """key=value overrides that shrink configs/fashion_mnist/squeeze_span.yaml to a seconds-long run."""
     settings = {
-        "data.root": data, "teacher.path": teacher, "output_dir": output_dir,
-        "model.width": 4, "model.proj_dim": 16, "model.proj_layers": 2, "method.a_hidden": 16,
-        "train.batch_size": 16, "train.max_steps": 4, "train.precision": "fp32", "train.progress": False,
-        "train.log_every": 1, "train.checkpoint_every": 2, "train.knn_train_samples": 64, "train.knn_test_samples": 32,
-    }  # fmt: skip
+        "data.root": data,
+        "teacher.path": teacher,
+        "output_dir": output_dir,
+        "model.width": 4,
+        "model.proj_dim": 16,
+        "model.proj_layers": 2,
+        "method.a_hidden": 16,
+        "train.batch_size": 16,
+        "train.max_steps": 4,
+        "train.precision": "fp32",
+        "train.progress": False,
+        "train.log_every": 1,
+        "train.checkpoint_every": 2,
+        "train.knn_train_samples": 64,
+        "train.knn_test_samples": 32,
+    }
     settings.update(extra)
     return [f"{key}={'null' if value is None else value}" for key, value in settings.items()]

@@ -54,8 +54,13 @@ def test_convert_gan_then_sample_gan_writes_a_grid(stylegan2_fixture, tmp_path, 
     out_dir = tmp_path / "teacher"
     assert main(["convert-gan", str(stylegan2_fixture / "tiny_uncond.pkl"), str(out_dir)]) == 0
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "D.json", "D.safetensors", "G.json", "G.safetensors", "G_ema.json", "G_ema.safetensors",
-    ]  # fmt: skip
+        "D.json",
+        "D.safetensors",
+        "G.json",
+        "G.safetensors",
+        "G_ema.json",
+        "G_ema.safetensors",
+    ]
     grid = tmp_path / "grid.png"
     assert main(["sample-gan", str(out_dir), "--n", "6", "--columns", "3", "--out", str(grid)]) == 0
     from PIL import Image
@@ -85,8 +90,16 @@ def test_train_then_export_a_backbone_with_torchvision_names(learnable_fashion_m
     from tests.conftest import tiny_run_overrides
 
     run = tmp_path / "run"
-    assert main(["train", "configs/fashion_mnist/squeeze_span.yaml",
-                 *tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "configs/fashion_mnist/squeeze_span.yaml",
+                *tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run),
+            ]
+        )
+        == 0
+    )
     assert "step 4: loss" in capsys.readouterr().out
     out = tmp_path / "backbone.safetensors"
     assert main(["export", str(run), str(out)]) == 0
@@ -99,10 +112,24 @@ def test_train_then_export_a_backbone_with_torchvision_names(learnable_fashion_m
 def test_fd_names_its_metric_honestly(learnable_fashion_mnist, tiny_teacher, tmp_path, capsys):
     torch.manual_seed(0)
     classifier = save_backbone(resnet18_cifar(in_channels=1, width=4), tmp_path / "classifier.safetensors")
-    args = ["fd", str(tiny_teacher), "--dataset", "fashion_mnist", "--data", str(learnable_fashion_mnist),
-            "--classifier", str(classifier), "--n", "40", "--no-progress"]  # fmt: skip
+    args = [
+        "fd",
+        str(tiny_teacher),
+        "--dataset",
+        "fashion_mnist",
+        "--data",
+        str(learnable_fashion_mnist),
+        "--classifier",
+        str(classifier),
+        "--n",
+        "40",
+        "--no-progress",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"FD-fashion_mnist-classifier of {tiny_teacher} against fashion_mnist train") and "FID" not in out
+    assert (
+        out.startswith(f"FD-fashion_mnist-classifier of {tiny_teacher} against fashion_mnist train")
+        and "FID" not in out
+    )
     assert main([*args[:-5], "--inception", str(tmp_path / "missing.pth"), "--no-progress"]) == 2
     assert "missing.pth is missing; FID needs pt_inception-2015-12-05" in capsys.readouterr().err

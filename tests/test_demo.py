@@ -2,8 +2,14 @@ from squeeze_span.demo import DemoSettings, run_demo, summary
 
 
 def test_the_demo_runs_end_to_end_at_smoke_size(learnable_fashion_mnist, tiny_teacher, tmp_path):
-    settings = DemoSettings(minutes=0.02, output_dir=str(tmp_path / "demo"), data_root=str(learnable_fashion_mnist),
-                            teacher=str(tiny_teacher), smoke=True, progress=False)  # fmt: skip
+    settings = DemoSettings(
+        minutes=0.02,
+        output_dir=str(tmp_path / "demo"),
+        data_root=str(learnable_fashion_mnist),
+        teacher=str(tiny_teacher),
+        smoke=True,
+        progress=False,
+    )
     results = run_demo(settings)
     assert set(results) == {"squeeze_span", "vicreg_real", "random_init", "split", "machine"}
     assert results["split"] == "test"
@@ -17,9 +23,11 @@ def test_the_demo_runs_end_to_end_at_smoke_size(learnable_fashion_mnist, tiny_te
 
 
 def test_the_summary_calls_a_gap_within_seed_noise_a_match():
-    results = {"squeeze_span": {"top1": 86.18, "steps": 776, "seconds": 413.9},
-               "vicreg_real": {"top1": 86.40, "steps": 878, "seconds": 407.6},
-               "random_init": {"top1": 78.36, "steps": 0, "seconds": 0.0}}  # fmt: skip
+    results = {
+        "squeeze_span": {"top1": 86.18, "steps": 776, "seconds": 413.9},
+        "vicreg_real": {"top1": 86.40, "steps": 878, "seconds": 407.6},
+        "random_init": {"top1": 78.36, "steps": 0, "seconds": 0.0},
+    }
     line = summary(results).splitlines()[-1]
     assert "matches VICReg on real images within seed noise (0.22 points behind" in line
     assert "beats the untrained backbone by 7.82 points" in line
@@ -30,9 +38,16 @@ def test_the_summary_calls_a_gap_within_seed_noise_a_match():
 def test_a_tuning_demo_with_a_teacher_pool_probes_the_validation_split(learnable_fashion_mnist, tiny_teacher, tmp_path):
     for test_file in learnable_fashion_mnist.glob("t10k-*"):
         test_file.unlink()  # tuning must not need the test split
-    settings = DemoSettings(minutes=0.02, output_dir=str(tmp_path / "demo"), data_root=str(learnable_fashion_mnist),
-                            teacher=str(tiny_teacher), split="validation", overrides=("teacher.pool_size=40",),
-                            smoke=True, progress=False)  # fmt: skip
+    settings = DemoSettings(
+        minutes=0.02,
+        output_dir=str(tmp_path / "demo"),
+        data_root=str(learnable_fashion_mnist),
+        teacher=str(tiny_teacher),
+        split="validation",
+        overrides=("teacher.pool_size=40",),
+        smoke=True,
+        progress=False,
+    )
     results = run_demo(settings)
     assert results["split"] == "validation" and results["squeeze_span"]["steps"] >= 1
     config = (tmp_path / "demo" / "squeeze_span" / "config.yaml").read_text()

@@ -39,7 +39,11 @@ def test_invariance_loss_by_hand():
 def test_vicreg_loss_weights_its_terms():
     other = torch.tensor([[1.0, 0.0], [3.0, 0.0], [2.0, 4.0]])
     terms = vicreg_loss(Z, other, invariance_weight=2.0, variance_weight=3.0, covariance_weight=5.0)
-    expected = 2.0 * (13 / 6) + 3.0 * (variance_loss(Z) + variance_loss(other)) + 5.0 * (covariance_loss(Z) + covariance_loss(other))
+    expected = (
+        2.0 * (13 / 6)
+        + 3.0 * (variance_loss(Z) + variance_loss(other))
+        + 5.0 * (covariance_loss(Z) + covariance_loss(other))
+    )
     assert terms["loss"].item() == pytest.approx(expected.item())
     assert terms["covariance"].item() == pytest.approx(4.0 + covariance_loss(other).item())
 
@@ -77,7 +81,10 @@ def test_gan_logistic_losses_by_hand():
 
     real = torch.tensor([[0.0], [2.0]])
     fake = torch.tensor([[0.0], [-1.0], [math.log(3.0)]])
-    softplus = lambda x: math.log1p(math.exp(x))
+
+    def softplus(x: float) -> float:
+        return math.log1p(math.exp(x))
+
     # G: softplus(-fake) = log 2, log(1 + e), log(4/3).
     expected_g = (math.log(2) + softplus(1.0) + math.log(4 / 3)) / 3
     assert generator_logistic_loss(fake).item() == pytest.approx(expected_g, rel=1e-6)

@@ -103,7 +103,6 @@ class TrainingConfig:
     resume: Optional[str] = None  # 'auto': continue from output_dir/checkpoints/last.pt if it exists; or a path
 
 
-
 # ------------------------------------------------------------------ GAN training (squeeze-span train-gan)
 
 
@@ -196,7 +195,9 @@ class GanTrainingConfig:
 def _read_yaml(path: str | os.PathLike[str]) -> DictConfig:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass a YAML file such as configs/fashion_mnist/squeeze_span.yaml")
+        raise ConfigError(
+            f"config file {path} does not exist; pass a YAML file such as configs/fashion_mnist/squeeze_span.yaml"
+        )
     try:
         content = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:

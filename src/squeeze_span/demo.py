@@ -34,8 +34,16 @@ from squeeze_span.train import Trainer
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "fashion_mnist" / "squeeze_span.yaml"
 RUNS = {"squeeze_span": [], "vicreg_real": ["method.syn_ratio=0.0", "teacher.path=null"]}
-SMOKE = ["model.width=4", "model.proj_dim=16", "model.proj_layers=2", "method.a_hidden=16", "train.batch_size=16",
-         "train.knn_train_samples=64", "train.knn_test_samples=32", "train.precision=fp32"]  # fmt: skip
+SMOKE = [
+    "model.width=4",
+    "model.proj_dim=16",
+    "model.proj_layers=2",
+    "method.a_hidden=16",
+    "train.batch_size=16",
+    "train.knn_train_samples=64",
+    "train.knn_test_samples=32",
+    "train.precision=fp32",
+]
 CALIBRATION_STEPS = 24  # ~12 s a method; the first steps run slow (warm-up), so a median over many
 # Top-1 points by which two seeds of one setting differed (studies/demo_tuning/RESULTS.md).
 SEED_NOISE = 0.5
@@ -55,8 +63,15 @@ class DemoSettings:
 
 
 def _config(settings: DemoSettings, name: str, extra: list[str]) -> TrainingConfig:
-    overrides = [f"teacher.path={settings.teacher}", f"output_dir={Path(settings.output_dir) / name}",
-                 f"train.progress={settings.progress}", "train.knn_every=0", *settings.overrides, *RUNS[name], *extra]  # fmt: skip
+    overrides = [
+        f"teacher.path={settings.teacher}",
+        f"output_dir={Path(settings.output_dir) / name}",
+        f"train.progress={settings.progress}",
+        "train.knn_every=0",
+        *settings.overrides,
+        *RUNS[name],
+        *extra,
+    ]
     if settings.data_root is not None:
         overrides.append(f"data.root={settings.data_root}")
     if settings.smoke:
@@ -73,8 +88,16 @@ def _steps_for_budget(settings: DemoSettings, name: str, seconds: float) -> int:
     folder = Path(settings.output_dir) / f"{name}-timing"
     pool_size = _config(settings, name, []).teacher.pool_size
     timing_pool = min(pool_size, CALIBRATION_POOL)
-    config = _config(settings, name, [f"train.max_steps={CALIBRATION_STEPS}", "train.log_every=1", f"output_dir={folder}",
-                                      f"teacher.pool_size={timing_pool}"])  # fmt: skip
+    config = _config(
+        settings,
+        name,
+        [
+            f"train.max_steps={CALIBRATION_STEPS}",
+            "train.log_every=1",
+            f"output_dir={folder}",
+            f"teacher.pool_size={timing_pool}",
+        ],
+    )
     if settings.progress:
         print(f"      timing {CALIBRATION_STEPS} steps, to fit the schedule to the budget", flush=True)
     trainer = Trainer(config, METHODS[config.method.name], command=["squeeze-span", "demo"])
@@ -124,7 +147,9 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     return results
 
 
-def train_and_probe(settings: DemoSettings, name: str, seconds: float | None, steps: int | None = None) -> dict[str, Any]:
+def train_and_probe(
+    settings: DemoSettings, name: str, seconds: float | None, steps: int | None = None
+) -> dict[str, Any]:
     """:func:`train_for`, then the trained backbone's probe top-1 on the settings' split, as ``"top1"``."""
     trained = train_for(settings, name, seconds, steps)
     return {**trained, "top1": probe_top1(settings, load_backbone(trained["run"]))}
@@ -132,13 +157,24 @@ def train_and_probe(settings: DemoSettings, name: str, seconds: float | None, st
 
 def probe_top1(settings: DemoSettings, backbone: torch.nn.Module) -> float:
     """The fast linear probe's top-1 on the settings' split."""
-    probe = probe_backbone(backbone, "fashion_mnist", settings.data_root, split=settings.split, device=torch.device("cpu"),
-                           precision="fp32" if settings.smoke else "bf16", progress=settings.progress)  # fmt: skip
+    probe = probe_backbone(
+        backbone,
+        "fashion_mnist",
+        settings.data_root,
+        split=settings.split,
+        device=torch.device("cpu"),
+        precision="fp32" if settings.smoke else "bf16",
+        progress=settings.progress,
+    )
     return probe["linear"]["top1"]
 
 
 def summary(results: dict[str, Any]) -> str:
-    rows = [("squeeze and span", "squeeze_span"), ("VICReg (real images)", "vicreg_real"), ("random init", "random_init")]
+    rows = [
+        ("squeeze and span", "squeeze_span"),
+        ("VICReg (real images)", "vicreg_real"),
+        ("random init", "random_init"),
+    ]
     lines = [f"{'method':<22}{'top-1':>8}{'steps':>8}{'minutes':>9}"]
     for label, key in rows:
         result = results[key]
@@ -156,5 +192,7 @@ def _compare(gap: float, other: str) -> str:
     """'beats OTHER by 1.20 points', 'trails OTHER by 0.90 points', or, within seed noise, 'matches OTHER (...)'."""
     if abs(gap) < SEED_NOISE:
         side = "ahead" if gap > 0 else "behind"
-        return f"matches {other} within seed noise ({abs(gap):.2f} points {side}; two seeds differ by about {SEED_NOISE})"
+        return (
+            f"matches {other} within seed noise ({abs(gap):.2f} points {side}; two seeds differ by about {SEED_NOISE})"
+        )
     return f"{'beats' if gap > 0 else 'trails'} {other} by {abs(gap):.2f} points"

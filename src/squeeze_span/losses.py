@@ -27,7 +27,9 @@ def _check_batch(z: torch.Tensor, name: str = "z") -> None:
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape or a.dim() != 2:
-        raise ValueError(f"the two representations must both be [batch, dim], got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"the two representations must both be [batch, dim], got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
 
 
 def invariance_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -137,9 +139,12 @@ def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Te
     _check_logits(real_logits, "real_logits")
     if real_images.dim() < 2 or real_images.shape[0] != real_logits.shape[0]:
         raise ValueError(
-            f"real_images must be [batch, ...] with the logits' batch {real_logits.shape[0]}, got {tuple(real_images.shape)}"
+            f"real_images must be [batch, ...] with the logits' batch {real_logits.shape[0]}, "
+            f"got {tuple(real_images.shape)}"
         )
     if not real_images.requires_grad:
-        raise ValueError("real_images must require grad (x.detach().requires_grad_()) and be D's input, to differentiate D at it")
+        raise ValueError(
+            "real_images must require grad (x.detach().requires_grad_()) and be D's input, to differentiate D at it"
+        )
     (gradients,) = torch.autograd.grad(real_logits.float().sum(), real_images, create_graph=True)
     return gradients.float().square().flatten(1).sum(dim=1).mean()

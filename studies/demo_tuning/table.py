@@ -15,7 +15,10 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for run in runs:
         overrides = " ".join(run["overrides"]) or "(config defaults)"
-        print(f"| {run['name']} | {run['method']} | {run['steps']} | `{overrides}` | {run['validation_top1']:.2f} | {run['seconds']:.0f} |")
+        print(
+            f"| {run['name']} | {run['method']} | {run['steps']} | `{overrides}` "
+            f"| {run['validation_top1']:.2f} | {run['seconds']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

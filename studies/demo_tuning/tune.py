@@ -30,12 +30,25 @@ def main() -> None:
     budget.add_argument("--steps", type=int, help="a fixed number of steps: results that do not depend on the load")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args()
-    settings = DemoSettings(minutes=args.minutes or 0.0, output_dir=f"runs/tuning/{args.name}", split="validation",
-                            overrides=tuple(args.overrides), progress=False)  # fmt: skip
+    settings = DemoSettings(
+        minutes=args.minutes or 0.0,
+        output_dir=f"runs/tuning/{args.name}",
+        split="validation",
+        overrides=tuple(args.overrides),
+        progress=False,
+    )
     trained = train_and_probe(settings, args.method, args.minutes and args.minutes * 60, args.steps)
-    result = {"name": args.name, "method": args.method, "minutes": args.minutes, "fixed_steps": args.steps, "overrides": args.overrides,
-              "steps": trained["steps"], "seconds": trained["seconds"], "validation_top1": trained["top1"],
-              "machine": machine_description()}  # fmt: skip
+    result = {
+        "name": args.name,
+        "method": args.method,
+        "minutes": args.minutes,
+        "fixed_steps": args.steps,
+        "overrides": args.overrides,
+        "steps": trained["steps"],
+        "seconds": trained["seconds"],
+        "validation_top1": trained["top1"],
+        "machine": machine_description(),
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

@@ -43,8 +43,13 @@ def measure(name: str, method: str, teacher: Path | None, args: argparse.Namespa
     path = args.results / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
-    settings = DemoSettings(output_dir=f"runs/figure4/{args.results.name}/{name}", split="validation", overrides=tuple(args.overrides),
-                            progress=False, **({"teacher": str(teacher)} if teacher else {}))  # fmt: skip
+    settings = DemoSettings(
+        output_dir=f"runs/figure4/{args.results.name}/{name}",
+        split="validation",
+        overrides=tuple(args.overrides),
+        progress=False,
+        **({"teacher": str(teacher)} if teacher else {}),
+    )
     result = {"name": name, "method": method, "steps": args.steps, "overrides": args.overrides}
     if teacher is not None:
         real = load_dataset("fashion_mnist", None, "train")
@@ -52,8 +57,9 @@ def measure(name: str, method: str, teacher: Path | None, args: argparse.Namespa
         result["teacher"] = str(teacher)
         result["fd"] = generator_fd(load_generator(teacher), real, extractor, count=args.fd_images, progress=False)
     trained = train_and_probe(settings, method, None, args.steps)
-    result.update(seconds=trained["seconds"], validation_top1=trained["top1"],
-                  machine=machine_description(torch.device("cpu")))  # fmt: skip
+    result.update(
+        seconds=trained["seconds"], validation_top1=trained["top1"], machine=machine_description(torch.device("cpu"))
+    )
     args.results.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result), flush=True)
@@ -74,9 +80,13 @@ def main() -> None:
         kimg = int(snapshot.name.rsplit("-", 1)[1])
         result = measure(f"kimg{kimg:06d}", "squeeze_span", snapshot, args)
         points.append((result["fd"], result["validation_top1"], f"{kimg} kimg"))
-        accuracy_against_fd(points, args.results / "figure4.png", metric=METRIC,
-                            baseline=(baseline["validation_top1"], "VICReg on real images"),
-                            title=f"Fashion-MNIST, {args.steps} steps a student, validation split")  # fmt: skip
+        accuracy_against_fd(
+            points,
+            args.results / "figure4.png",
+            metric=METRIC,
+            baseline=(baseline["validation_top1"], "VICReg on real images"),
+            title=f"Fashion-MNIST, {args.steps} steps a student, validation split",
+        )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,14 @@ def reference_fd(x: np.ndarray, y: np.ndarray) -> float:
 def test_fd_matches_the_textbook_formula():
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(400, 6, generator=generator, dtype=torch.float64)
-    y = torch.randn(300, 6, generator=generator, dtype=torch.float64) @ torch.randn(6, 6, generator=generator, dtype=torch.float64) + 0.5
-    assert frechet_distance(FeatureStatistics.of(x), FeatureStatistics.of(y)) == pytest.approx(reference_fd(x.numpy(), y.numpy()), rel=1e-6)
+    y = (
+        torch.randn(300, 6, generator=generator, dtype=torch.float64)
+        @ torch.randn(6, 6, generator=generator, dtype=torch.float64)
+        + 0.5
+    )
+    assert frechet_distance(FeatureStatistics.of(x), FeatureStatistics.of(y)) == pytest.approx(
+        reference_fd(x.numpy(), y.numpy()), rel=1e-6
+    )
 
 
 def test_fd_is_zero_for_a_set_against_itself_and_grows_with_a_shift():

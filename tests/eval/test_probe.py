@@ -15,26 +15,49 @@ def test_paper_protocol_learns_a_separable_set(learnable_fashion_mnist):
         resnet18_cifar(in_channels=1, width=4),
         load_dataset("fashion_mnist", learnable_fashion_mnist, "train"),
         load_dataset("fashion_mnist", learnable_fashion_mnist, "test"),
-        size=32, mean=mean, std=std, num_classes=10, device=torch.device("cpu"),
-        epochs=3, batch_size=32, base_lr=1.0, progress=False,
-    )  # fmt: skip
+        size=32,
+        mean=mean,
+        std=std,
+        num_classes=10,
+        device=torch.device("cpu"),
+        epochs=3,
+        batch_size=32,
+        base_lr=1.0,
+        progress=False,
+    )
     assert result.protocol == "paper"
     assert result.top1 > 90.0
 
 
 def test_unknown_protocol_is_a_config_error(learnable_fashion_mnist):
     with pytest.raises(ConfigError, match="protocol='best' is unknown; use one of fast, paper"):
-        probe_backbone(resnet18_cifar(in_channels=1, width=4), "fashion_mnist", learnable_fashion_mnist,
-                       protocol="best", device=torch.device("cpu"))  # fmt: skip
+        probe_backbone(
+            resnet18_cifar(in_channels=1, width=4),
+            "fashion_mnist",
+            learnable_fashion_mnist,
+            protocol="best",
+            device=torch.device("cpu"),
+        )
 
 
 def test_the_validation_split_never_reads_test(learnable_fashion_mnist):
     for test_file in learnable_fashion_mnist.glob("t10k-*"):
         test_file.unlink()
     torch.manual_seed(0)
-    result = probe_backbone(resnet18_cifar(in_channels=1, width=4), "fashion_mnist", learnable_fashion_mnist,
-                            split="validation", device=torch.device("cpu"), progress=False)  # fmt: skip
+    result = probe_backbone(
+        resnet18_cifar(in_channels=1, width=4),
+        "fashion_mnist",
+        learnable_fashion_mnist,
+        split="validation",
+        device=torch.device("cpu"),
+        progress=False,
+    )
     assert result["split"] == "validation" and result["linear"]["top1"] > 90.0
     with pytest.raises(DatasetError, match="t10k-images"):
-        probe_backbone(resnet18_cifar(in_channels=1, width=4), "fashion_mnist", learnable_fashion_mnist,
-                       device=torch.device("cpu"), progress=False)  # fmt: skip
+        probe_backbone(
+            resnet18_cifar(in_channels=1, width=4),
+            "fashion_mnist",
+            learnable_fashion_mnist,
+            device=torch.device("cpu"),
+            progress=False,
+        )

@@ -16,8 +16,15 @@ TINY_SYNTHESIS = {"channel_base": 256, "channel_max": 32}
 
 
 def tiny_generator(**overrides) -> Generator:
-    kwargs = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
-                  mapping_kwargs={"num_layers": 2}, synthesis_kwargs=dict(TINY_SYNTHESIS))  # fmt: skip
+    kwargs = dict(
+        z_dim=8,
+        c_dim=0,
+        w_dim=8,
+        img_resolution=16,
+        img_channels=3,
+        mapping_kwargs={"num_layers": 2},
+        synthesis_kwargs=dict(TINY_SYNTHESIS),
+    )
     kwargs.update(overrides)
     return Generator(**kwargs)
 
@@ -75,7 +82,9 @@ def load_network_file(weights):
 @pytest.mark.parametrize("architecture", ["orig", "skip", "resnet"])
 def test_discriminators_round_trip_our_format(architecture, tmp_path):
     torch.manual_seed(0)
-    discriminator = Discriminator(c_dim=4, img_resolution=16, img_channels=3, architecture=architecture, channel_base=256, channel_max=32)
+    discriminator = Discriminator(
+        c_dim=4, img_resolution=16, img_channels=3, architecture=architecture, channel_base=256, channel_max=32
+    )
     reloaded = load_network_file(save_network(discriminator, tmp_path, "D"))
     images, c = torch.randn(4, 3, 16, 16), torch.eye(4)
     torch.testing.assert_close(reloaded(images, c), discriminator(images, c), atol=0, rtol=0)

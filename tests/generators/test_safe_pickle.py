@@ -176,9 +176,7 @@ def nvidia_names(monkeypatch):
     modules["dnnlib.tflib.network"].Network = Network
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
-    return types.SimpleNamespace(
-        reconstruct=_reconstruct_persistent_obj, EasyDict=EasyDict, Network=Network
-    )
+    return types.SimpleNamespace(reconstruct=_reconstruct_persistent_obj, EasyDict=EasyDict, Network=Network)
 
 
 class Persistent:
@@ -248,14 +246,10 @@ def test_hand_built_pickle_round_trips(tmp_path, nvidia_names):
             modules={"fc": layer, "unused": None},
             z_dim=np.int64(2),
             _init_args=(),
-            _init_kwargs=nvidia_names.EasyDict(
-                z_dim=2, mapping_kwargs=nvidia_names.EasyDict(num_layers=np.int64(2))
-            ),
+            _init_kwargs=nvidia_names.EasyDict(z_dim=2, mapping_kwargs=nvidia_names.EasyDict(num_layers=np.int64(2))),
         ),
     )
-    path = write_pickle(
-        tmp_path / "snapshot.pkl", {"G": generator, "G_ema": generator, "D": None, "kimg": 5}
-    )
+    path = write_pickle(tmp_path / "snapshot.pkl", {"G": generator, "G_ema": generator, "D": None, "kimg": 5})
 
     result = read_stylegan2_pkl(path)
 
@@ -352,9 +346,7 @@ def test_code_in_an_embedded_storage_is_refused(tmp_path, position):
     payload = pickle.dumps(Reduces(os.system, f"touch {marker}"), protocol=2)
     blob = legacy_header() + payload if position == "main pickle" else payload
     storage = Reduces(torch.storage._load_from_bytes, blob)
-    tensor = Reduces(
-        torch._utils._rebuild_tensor_v2, storage, 0, (1,), (1,), False, OrderedDict()
-    )
+    tensor = Reduces(torch._utils._rebuild_tensor_v2, storage, 0, (1,), (1,), False, OrderedDict())
     path = write_pickle(tmp_path / "blob.pkl", {"G": tensor})
     with pytest.raises(UnsafePickleError, match=r"embedded tensor storage.*\.system"):
         read_stylegan2_pkl(path)
@@ -476,4 +468,3 @@ def test_one_restricted_unpickler_serves_cifar_and_stylegan2_pickles(tmp_path):
     assert str(from_data.value) == str(from_generators.value)
     assert str(from_data.value).startswith(f"{path} asks for the global {os.system.__module__}.system")
     assert not marker.exists()
-

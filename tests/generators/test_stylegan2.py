@@ -96,9 +96,14 @@ def test_mapping_matches_nvidia(nets: dict, expected: dict) -> None:
     torch.testing.assert_close(ws, expected["ws_psi07"], **TOL)
 
 
-@pytest.mark.parametrize(("key", "noise_mode", "expected_key"), [
-    ("G_ema", "const", "img_const"), ("G_ema", "none", "img_none"), ("G", "const", "img_G_const"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("key", "noise_mode", "expected_key"),
+    [
+        ("G_ema", "const", "img_const"),
+        ("G_ema", "none", "img_none"),
+        ("G", "const", "img_G_const"),
+    ],
+)
 def test_images_match_nvidia(nets: dict, expected: dict, key: str, noise_mode: str, expected_key: str) -> None:
     with torch.no_grad():
         img = nets[key](expected["z"], expected["c"], truncation_psi=1, noise_mode=noise_mode)
@@ -127,9 +132,14 @@ def test_every_block_output_matches_nvidia(nets: dict, expected: dict) -> None:
         torch.testing.assert_close(x, expected[f"block_{name}"], **TOL)
 
 
-@pytest.mark.parametrize(("input_key", "c_key", "logits_key"), [
-    ("d_input", "c", "d_logits_real"), ("img_const", "c", "d_logits_fake"), ("d_input_b8", "c_b8", "d_logits_real_b8"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("input_key", "c_key", "logits_key"),
+    [
+        ("d_input", "c", "d_logits_real"),
+        ("img_const", "c", "d_logits_fake"),
+        ("d_input_b8", "c_b8", "d_logits_real_b8"),
+    ],
+)
 def test_discriminator_matches_nvidia(nets: dict, expected: dict, input_key: str, c_key: str, logits_key: str) -> None:
     with torch.no_grad():
         logits = nets["D"](expected[input_key], expected[c_key])
@@ -160,9 +170,14 @@ def test_bf16_autocast_stays_close_to_nvidia_fp32(nets: dict, expected: dict) ->
 
 def _tiny_G(**overrides) -> Generator:
     kwargs = {
-        "z_dim": 16, "c_dim": 0, "w_dim": 16, "img_resolution": 16, "img_channels": 3,
-        "mapping_kwargs": {"num_layers": 2}, "synthesis_kwargs": {"channel_base": 128, "channel_max": 16},
-    }  # fmt: skip
+        "z_dim": 16,
+        "c_dim": 0,
+        "w_dim": 16,
+        "img_resolution": 16,
+        "img_channels": 3,
+        "mapping_kwargs": {"num_layers": 2},
+        "synthesis_kwargs": {"channel_base": 128, "channel_max": 16},
+    }
     kwargs.update(overrides)
     return Generator(**kwargs).eval()
 
@@ -176,9 +191,15 @@ def _tiny_D(**overrides) -> Discriminator:
 @pytest.mark.parametrize("architecture", ["orig", "skip", "resnet"])
 @pytest.mark.parametrize("resolution", [16, 64])
 def test_generator_architectures_and_resolutions(architecture: str, resolution: int) -> None:
-    G = _tiny_G(img_resolution=resolution, synthesis_kwargs={
-        "channel_base": 256, "channel_max": 16, "architecture": architecture, "conv_clamp": None,
-    })  # fmt: skip
+    G = _tiny_G(
+        img_resolution=resolution,
+        synthesis_kwargs={
+            "channel_base": 256,
+            "channel_max": 16,
+            "architecture": architecture,
+            "conv_clamp": None,
+        },
+    )
     # ws rows: one per conv, plus the last block's ToRGB.
     assert G.num_ws == 2 * int(math.log2(resolution)) - 2
     with torch.no_grad():
@@ -357,8 +378,9 @@ def _upfirdn2d_loops(x, f, up, down, pad):
     px0, px1, py0, py1 = pad
     padded = torch.zeros(n, c, h * up + py0 + py1, w * up + px0 + px1)
     ys, xs = slice(max(py0, 0), padded.shape[2] - max(py1, 0)), slice(max(px0, 0), padded.shape[3] - max(px1, 0))
-    padded[:, :, ys, xs] = stuffed[:, :, max(-py0, 0) : stuffed.shape[2] - max(-py1, 0),
-                                   max(-px0, 0) : stuffed.shape[3] - max(-px1, 0)]  # fmt: skip
+    padded[:, :, ys, xs] = stuffed[
+        :, :, max(-py0, 0) : stuffed.shape[2] - max(-py1, 0), max(-px0, 0) : stuffed.shape[3] - max(-px1, 0)
+    ]
     fh, fw = f.shape
     out_h, out_w = padded.shape[2] - fh + 1, padded.shape[3] - fw + 1
     out = torch.zeros(n, c, out_h, out_w)
@@ -369,8 +391,10 @@ def _upfirdn2d_loops(x, f, up, down, pad):
     return out[:, :, ::down, ::down]
 
 
-@pytest.mark.parametrize(("up", "down", "pad"), [(1, 1, (1, 1, 1, 1)), (2, 1, (2, 1, 2, 1)), (1, 2, (1, 1, 2, 2)),
-                                                 (2, 2, (0, -1, 1, 2)), (1, 2, (-1, 1, 0, 0))])  # fmt: skip
+@pytest.mark.parametrize(
+    ("up", "down", "pad"),
+    [(1, 1, (1, 1, 1, 1)), (2, 1, (2, 1, 2, 1)), (1, 2, (1, 1, 2, 2)), (2, 2, (0, -1, 1, 2)), (1, 2, (-1, 1, 0, 0))],
+)
 def test_upfirdn2d_against_the_definition(up: int, down: int, pad: tuple) -> None:
     torch.manual_seed(0)
     x = torch.randn(2, 3, 6, 5)

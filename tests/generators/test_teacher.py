@@ -10,8 +10,14 @@ from squeeze_span.generators.stylegan2 import Generator
 @pytest.fixture
 def tiny_teacher_generator() -> Generator:
     torch.manual_seed(0)
-    return Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
-                     synthesis_kwargs={"channel_base": 256, "channel_max": 32})  # fmt: skip
+    return Generator(
+        z_dim=8,
+        c_dim=0,
+        w_dim=8,
+        img_resolution=16,
+        img_channels=3,
+        synthesis_kwargs={"channel_base": 256, "channel_max": 32},
+    )
 
 
 def test_block_features_are_nvidias_block_outputs(stylegan2_fixture):
@@ -46,8 +52,14 @@ def test_looking_at_shapes_does_not_shift_the_latent_stream(tiny_teacher_generat
 
 def test_conditional_generator_samples_classes_uniformly():
     torch.manual_seed(0)
-    generator = Generator(z_dim=8, c_dim=4, w_dim=8, img_resolution=8, img_channels=1,
-                          synthesis_kwargs={"channel_base": 64, "channel_max": 16})  # fmt: skip
+    generator = Generator(
+        z_dim=8,
+        c_dim=4,
+        w_dim=8,
+        img_resolution=8,
+        img_channels=1,
+        synthesis_kwargs={"channel_base": 64, "channel_max": 16},
+    )
     sample = Teacher(generator).sample(4000, return_labels=True)
     counts = torch.bincount(sample.labels, minlength=4)
     assert sample.images.shape == (4000, 1, 8, 8)

@@ -18,8 +18,10 @@ GAN_CONFIGS = sorted(Path("configs").glob("*/gan.yaml"))
 CONFIGS = sorted(set(Path("configs").glob("*/*.yaml")) - set(GAN_CONFIGS))
 
 
-@pytest.mark.parametrize("total, ratio, expected", [(512, 0.5, (256, 256)), (512, 1.0, (512, 0)), (512, 0.0, (0, 512)),
-                                                    (10, 0.25, (2, 8)), (7, 0.5, (4, 3))])  # fmt: skip
+@pytest.mark.parametrize(
+    "total, ratio, expected",
+    [(512, 0.5, (256, 256)), (512, 1.0, (512, 0)), (512, 0.0, (0, 512)), (10, 0.25, (2, 8)), (7, 0.5, (4, 3))],
+)
 def test_split_batch(total, ratio, expected):
     assert split_batch(total, ratio) == expected
 
@@ -51,8 +53,15 @@ def test_every_config_builds_its_method(path, tiny_teacher):
     channels = 1 if config.data.dataset == "fashion_mnist" else 3
     teacher = Teacher(load_generator(config.teacher.path), config.teacher.features) if config.teacher.path else None
     backbone = build_backbone(config.model.backbone, in_channels=channels, width=config.model.width)
-    context = MethodContext(torch.device("cpu"), channels, 10, augmentation_for(config.data.dataset, config.data.image_size),
-                            torch.Generator(), config.model, teacher)  # fmt: skip
+    context = MethodContext(
+        torch.device("cpu"),
+        channels,
+        10,
+        augmentation_for(config.data.dataset, config.data.image_size),
+        torch.Generator(),
+        config.model,
+        teacher,
+    )
     method = METHODS[config.method.name](config.method, backbone, context)
     synthetic, real = method.split(8)
     size = context.augmentation.size
@@ -69,19 +78,41 @@ def test_every_gan_config_builds_its_networks(path):
     from squeeze_span.generators.stylegan2 import Discriminator, Generator
 
     config = load_config(path, [], GanTrainingConfig)
-    G = Generator(z_dim=config.generator.z_dim, c_dim=0, w_dim=config.generator.w_dim, img_resolution=32,
-                  img_channels=1, mapping_kwargs=config.generator.mapping_kwargs,
-                  synthesis_kwargs=config.generator.synthesis_kwargs)  # fmt: skip
-    D = Discriminator(c_dim=0, img_resolution=32, img_channels=1, architecture=config.discriminator.architecture,
-                      channel_base=config.discriminator.channel_base, channel_max=config.discriminator.channel_max,
-                      epilogue_kwargs=config.discriminator.epilogue_kwargs)  # fmt: skip
+    G = Generator(
+        z_dim=config.generator.z_dim,
+        c_dim=0,
+        w_dim=config.generator.w_dim,
+        img_resolution=32,
+        img_channels=1,
+        mapping_kwargs=config.generator.mapping_kwargs,
+        synthesis_kwargs=config.generator.synthesis_kwargs,
+    )
+    D = Discriminator(
+        c_dim=0,
+        img_resolution=32,
+        img_channels=1,
+        architecture=config.discriminator.architecture,
+        channel_base=config.discriminator.channel_base,
+        channel_max=config.discriminator.channel_max,
+        epilogue_kwargs=config.discriminator.epilogue_kwargs,
+    )
     images = G(torch.randn(4, config.generator.z_dim), None)
     assert images.shape == (4, 1, 32, 32) and D(images, None).shape == (4, 1)
 
 
 def run_squeeze(config: str, data, teacher, out) -> list[float]:
-    overrides = tiny_run_overrides(data, teacher, out, **{"train.max_steps": 60, "train.log_every": 10,
-        "train.batch_size": 64, "optimizer.base_lr": 0.3, "train.checkpoint_every": 1000})  # fmt: skip
+    overrides = tiny_run_overrides(
+        data,
+        teacher,
+        out,
+        **{
+            "train.max_steps": 60,
+            "train.log_every": 10,
+            "train.batch_size": 64,
+            "optimizer.base_lr": 0.3,
+            "train.checkpoint_every": 1000,
+        },
+    )
     config = load_training_config(config, overrides)
     from squeeze_span.train import Trainer
 
@@ -98,4 +129,3 @@ def test_without_variance_and_covariance_the_representation_collapses(tiny_teach
     assert collapsing[-1] < 0.5 * collapsing[0]  # Table 3 row c: the std of Z_f falls
     assert regularised[-1] > 4 * collapsing[-1]  # row e: L_var and L_cov hold it up
     assert regularised[-1] >= regularised[0]
-

@@ -34,8 +34,14 @@ def _metadata(path):
 
 
 def _header(**changes):
-    header = {"format": "squeeze-span-backbone", "version": 1, "arch": "resnet18_cifar", "in_channels": 3,
-              "width": 8, "num_classes": 0}
+    header = {
+        "format": "squeeze-span-backbone",
+        "version": 1,
+        "arch": "resnet18_cifar",
+        "in_channels": 3,
+        "width": 8,
+        "num_classes": 0,
+    }
     header.update(changes)
     return {"squeeze_span": json.dumps(header)}
 
@@ -121,8 +127,10 @@ def test_plain_torchvision_state_dict_loads_with_arch(tmp_path):
 def test_plain_state_dict_with_wrong_arch_names_conv1(tmp_path):
     path = tmp_path / "plain.safetensors"
     save_file(resnet18_cifar(width=8).state_dict(), path)
-    message = (f"{path}: 'conv1.weight' has shape [8, 3, 3, 3] but resnet18 (in_channels=3, width=8) needs "
-               "[8, 3, 7, 7]; check that it is a torchvision-named ResNet-18 state dict for arch='resnet18'")
+    message = (
+        f"{path}: 'conv1.weight' has shape [8, 3, 3, 3] but resnet18 (in_channels=3, width=8) needs "
+        "[8, 3, 7, 7]; check that it is a torchvision-named ResNet-18 state dict for arch='resnet18'"
+    )
     with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
         load_backbone(path, arch="resnet18")
 
@@ -145,7 +153,10 @@ def test_missing_file(tmp_path):
 
 
 def test_folder(tmp_path):
-    _expect(tmp_path, r"is a folder without checkpoints/last\.pt; pass a run folder, a checkpoint or a \.safetensors backbone$")
+    _expect(
+        tmp_path,
+        r"is a folder without checkpoints/last\.pt; pass a run folder, a checkpoint or a \.safetensors backbone$",
+    )
 
 
 def test_garbage_is_not_safetensors(tmp_path):
@@ -169,14 +180,19 @@ def test_truncated_file_is_corrupt(tmp_path):
 def test_a_foreign_torch_save_file_is_not_a_training_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
     torch.save({"student": resnet18_cifar(width=4).state_dict()}, path)
-    _expect(path, r"is a torch file but not a squeeze-span training checkpoint \(no 'backbone' entry\); pass a run folder")
+    _expect(
+        path, r"is a torch file but not a squeeze-span training checkpoint \(no 'backbone' entry\); pass a run folder"
+    )
 
 
 def test_safetensors_without_our_metadata(tmp_path):
     path = tmp_path / "b.safetensors"
     save_file(resnet18_cifar(width=8).state_dict(), path, metadata={"format": "pt"})
-    _expect(path, r"is a safetensors file but not a squeeze-span backbone \(no 'squeeze_span' metadata\); "
-                  r"make one with `squeeze-span export`, or pass arch= to load a torchvision-named")
+    _expect(
+        path,
+        r"is a safetensors file but not a squeeze-span backbone \(no 'squeeze_span' metadata\); "
+        r"make one with `squeeze-span export`, or pass arch= to load a torchvision-named",
+    )
 
 
 def test_unreadable_metadata(tmp_path):
@@ -194,8 +210,11 @@ def test_wrong_format(tmp_path):
 def test_newer_version(tmp_path):
     path = tmp_path / "b.safetensors"
     save_file(resnet18_cifar(width=8).state_dict(), path, metadata=_header(version=2))
-    _expect(path, r"is backbone format version 2, but this squeeze-span reads version 1; "
-                  r"use the squeeze-span version that wrote it")
+    _expect(
+        path,
+        r"is backbone format version 2, but this squeeze-span reads version 1; "
+        r"use the squeeze-span version that wrote it",
+    )
 
 
 def test_unknown_arch_in_metadata(tmp_path):
@@ -219,8 +238,11 @@ def test_impossible_width_in_metadata(tmp_path):
 def test_shape_mismatch_names_first_key(tmp_path):
     path = tmp_path / "b.safetensors"
     save_file(resnet18_cifar(width=16).state_dict(), path, metadata=_header(width=8))
-    _expect(path, r": 'conv1\.weight' has shape \[16, 3, 3, 3\] but resnet18_cifar \(in_channels=3, width=8\) "
-                  r"needs \[8, 3, 3, 3\]; the weights do not match the file's metadata")
+    _expect(
+        path,
+        r": 'conv1\.weight' has shape \[16, 3, 3, 3\] but resnet18_cifar \(in_channels=3, width=8\) "
+        r"needs \[8, 3, 3, 3\]; the weights do not match the file's metadata",
+    )
 
 
 def test_missing_key_is_named(tmp_path):
@@ -247,8 +269,11 @@ def test_fc_without_num_classes_is_unexpected(tmp_path):
 
 def test_arch_disagreeing_with_metadata(tmp_path):
     path = save_backbone(resnet18_cifar(width=8), tmp_path / "b.safetensors")
-    _expect(path, r"holds a resnet18_cifar backbone, not resnet18; pass arch='resnet18_cifar' or leave it out",
-            arch="resnet18")
+    _expect(
+        path,
+        r"holds a resnet18_cifar backbone, not resnet18; pass arch='resnet18_cifar' or leave it out",
+        arch="resnet18",
+    )
 
 
 def test_unknown_arch_argument(tmp_path):

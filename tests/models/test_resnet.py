@@ -189,8 +189,12 @@ def test_one_input_channel(factory):
 
 def test_stage_widths_follow_width():
     model = resnet18_cifar(width=16)
-    assert [model.layer1[0].conv1.out_channels, model.layer2[0].conv1.out_channels,
-            model.layer3[0].conv1.out_channels, model.layer4[0].conv1.out_channels] == [16, 32, 64, 128]
+    assert [
+        model.layer1[0].conv1.out_channels,
+        model.layer2[0].conv1.out_channels,
+        model.layer3[0].conv1.out_channels,
+        model.layer4[0].conv1.out_channels,
+    ] == [16, 32, 64, 128]
 
 
 @pytest.mark.parametrize(("factory", "size", "layer1_size"), [(resnet18_cifar, 32, 32), (resnet18, 96, 24)])
@@ -301,8 +305,11 @@ def test_registry_names_both_stems():
 
 
 def test_unknown_backbone_names_closest():
-    with pytest.raises(ConfigError, match=r"unknown backbone 'resnet18_cifr'; did you mean 'resnet18_cifar'\? "
-                       r"valid backbones: resnet18, resnet18_cifar"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown backbone 'resnet18_cifr'; did you mean 'resnet18_cifar'\? "
+        r"valid backbones: resnet18, resnet18_cifar",
+    ):
         build_backbone("resnet18_cifr")
 
 

@@ -27,8 +27,9 @@ def one_step(overrides, out_path) -> None:
 
 
 def worker(rank, world_size, port, overrides, out_dir) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))  # fmt: skip
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     one_step(overrides, out_dir / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
@@ -41,12 +42,21 @@ def free_port() -> int:
 
 
 def test_two_ranks_of_half_a_batch_equal_one_process_of_the_whole(learnable_fashion_mnist, tmp_path):
-    overrides = tiny_run_overrides(learnable_fashion_mnist, None, tmp_path / "run", **{
-        "method.syn_ratio": 0.0, "train.max_steps": 1, "train.checkpoint_every": 1000,
-        "optimizer.base_lr": 10.0,  # a large step, so that a wrong gradient shows in the weights
-    })  # fmt: skip
+    overrides = tiny_run_overrides(
+        learnable_fashion_mnist,
+        None,
+        tmp_path / "run",
+        **{
+            "method.syn_ratio": 0.0,
+            "train.max_steps": 1,
+            "train.checkpoint_every": 1000,
+            "optimizer.base_lr": 10.0,  # a large step, so that a wrong gradient shows in the weights
+        },
+    )
     mp.spawn(worker, args=(2, free_port(), overrides, tmp_path), nprocs=2, join=True)
-    single_overrides = [o if not o.startswith("output_dir=") else f"output_dir={tmp_path / 'single'}" for o in overrides]
+    single_overrides = [
+        o if not o.startswith("output_dir=") else f"output_dir={tmp_path / 'single'}" for o in overrides
+    ]
     one_step(single_overrides, tmp_path / "single.pt")
 
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
@@ -55,6 +65,6 @@ def test_two_ranks_of_half_a_batch_equal_one_process_of_the_whole(learnable_fash
     moved = 0
     for name, value in single.items():
         assert torch.equal(rank0[name], rank1[name]), f"{name} differs between the ranks"
-        torch.testing.assert_close(rank0[name], value, rtol=1e-3, atol=1e-4, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(rank0[name], value, rtol=1e-3, atol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
         moved += not torch.equal(initial[name], value)
     assert moved > 10  # the step changed the weights, so the comparison means something

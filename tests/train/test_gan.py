@@ -24,14 +24,27 @@ CONFIG = "configs/fashion_mnist/gan.yaml"
 def tiny_overrides(data, output_dir, **extra):
     """Shrink configs/fashion_mnist/gan.yaml to a 16x16 run of seconds (28x28 data: resolution 32 -> 16 not allowed)."""
     settings = {
-        "data.root": data, "output_dir": output_dir,
-        "generator.z_dim": 8, "generator.w_dim": 8,
-        "generator.synthesis_kwargs.channel_base": 64, "generator.synthesis_kwargs.channel_max": 8,
-        "discriminator.channel_base": 64, "discriminator.channel_max": 8,
-        "train.batch_size": 4, "train.total_kimg": 0.032, "train.precision": "fp32", "train.device": "cpu",
-        "train.progress": False, "train.log_every": 1, "train.checkpoint_every": 3, "train.snapshot_kimg": 0.016,
-        "train.grid_size": 4, "loss.r1_interval": 2, "loss.r1_gamma": 1.0, "augment.diffaugment": True,
-    }  # fmt: skip
+        "data.root": data,
+        "output_dir": output_dir,
+        "generator.z_dim": 8,
+        "generator.w_dim": 8,
+        "generator.synthesis_kwargs.channel_base": 64,
+        "generator.synthesis_kwargs.channel_max": 8,
+        "discriminator.channel_base": 64,
+        "discriminator.channel_max": 8,
+        "train.batch_size": 4,
+        "train.total_kimg": 0.032,
+        "train.precision": "fp32",
+        "train.device": "cpu",
+        "train.progress": False,
+        "train.log_every": 1,
+        "train.checkpoint_every": 3,
+        "train.snapshot_kimg": 0.016,
+        "train.grid_size": 4,
+        "loss.r1_interval": 2,
+        "loss.r1_gamma": 1.0,
+        "augment.diffaugment": True,
+    }
     settings.update(extra)
     return [f"{key}={'null' if value is None else value}" for key, value in settings.items()]
 
@@ -51,7 +64,9 @@ def test_a_tiny_run_writes_loadable_snapshots_and_finite_losses(learnable_fashio
             assert torch.isfinite(torch.tensor(line[name])), (name, line)
     assert lines[0]["loss/r1"] > 0  # the R1 step ran at step 0
     snapshot = run / "snapshots" / "network-snapshot-000000"
-    assert {"G_ema.safetensors", "G.json", "D.safetensors", "samples.png", "snapshot.json"} <= {p.name for p in snapshot.iterdir()}
+    assert {"G_ema.safetensors", "G.json", "D.safetensors", "samples.png", "snapshot.json"} <= {
+        p.name for p in snapshot.iterdir()
+    }
     networks = load_networks(snapshot)
     assert set(networks) == {"G_ema", "G", "D"}
     generator = load_generator(snapshot)
@@ -69,7 +84,9 @@ def test_a_tiny_run_writes_loadable_snapshots_and_finite_losses(learnable_fashio
 
 def test_resume_in_two_invocations_equals_one_run(learnable_fashion_mnist, tmp_path):
     pieces = tmp_path / "pieces"
-    first = make_trainer(tiny_overrides(learnable_fashion_mnist, pieces, **{"train.total_kimg": 0.02, "resume": "auto"}))
+    first = make_trainer(
+        tiny_overrides(learnable_fashion_mnist, pieces, **{"train.total_kimg": 0.02, "resume": "auto"})
+    )
     assert first.fit()["step"] == 5  # stops between checkpoints: the last step is saved anyway
     second = make_trainer(tiny_overrides(learnable_fashion_mnist, pieces, resume="auto"))
     second.fit()

@@ -21,8 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_sigkill_then_resume_equals_an_uninterrupted_run(learnable_fashion_mnist, tiny_teacher, tmp_path, pool_size):
     settings = {"train.max_steps": 12, "train.checkpoint_every": 3, "resume": "auto", "teacher.pool_size": pool_size}
     killed = tmp_path / "killed"
-    command = [sys.executable, "-m", "squeeze_span.cli", "train", CONFIG,
-               *tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, killed, **settings)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "squeeze_span.cli",
+        "train",
+        CONFIG,
+        *tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, killed, **settings),
+    ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     checkpoint = killed / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 120
@@ -35,7 +41,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(learnable_fashion_mnist
 
     resumed = make_trainer(tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, killed, **settings))
     resumed.fit()
-    straight = make_trainer(tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, tmp_path / "straight", **settings))
+    straight = make_trainer(
+        tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, tmp_path / "straight", **settings)
+    )
     straight.fit()
 
     expected = straight.method.state_dict()

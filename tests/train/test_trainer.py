@@ -35,13 +35,18 @@ def test_a_run_writes_its_folder_and_losses_fall(learnable_fashion_mnist, tiny_t
     assert state["step"] == 12 and state["config"]["train"]["max_steps"] == 12
     assert set(state["rng"][0]) == {"python", "numpy", "torch", "cuda", "augmentation", "teacher"}
     reloaded = load_backbone(run)  # a run folder probes and exports as a backbone
-    torch.testing.assert_close(reloaded.state_dict()["conv1.weight"], trainer.method.backbone.state_dict()["conv1.weight"])
+    torch.testing.assert_close(
+        reloaded.state_dict()["conv1.weight"], trainer.method.backbone.state_dict()["conv1.weight"]
+    )
 
 
 def test_the_batch_splits_by_syn_ratio(learnable_fashion_mnist, tiny_teacher, tmp_path):
     for ratio, expected in [(0.0, (0, 16)), (0.25, (4, 12)), (0.5, (8, 8)), (1.0, (16, 0))]:
-        trainer = make_trainer(tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, tmp_path / str(ratio),
-                                                  **{"method.syn_ratio": ratio}))  # fmt: skip
+        trainer = make_trainer(
+            tiny_run_overrides(
+                learnable_fashion_mnist, tiny_teacher, tmp_path / str(ratio), **{"method.syn_ratio": ratio}
+            )
+        )
         assert (trainer.synthetic, trainer.real) == expected
         logs = trainer.model(trainer.stream.next(trainer.real), trainer.synthetic)
         assert ("loss/squeeze" in logs) == (ratio > 0) and ("loss/span" in logs) == (ratio < 1)
@@ -59,9 +64,12 @@ def test_squeeze_without_a_teacher_is_a_one_line_error(learnable_fashion_mnist, 
 
 def test_a_non_finite_loss_names_its_term_and_keeps_the_checkpoint(learnable_fashion_mnist, tiny_teacher, tmp_path):
     run = tmp_path / "run"
-    overrides = tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run,
-                                   **{"optimizer.base_lr": 1e9, "train.checkpoint_every": 1})  # fmt: skip
-    with pytest.raises(TrainingDiverged, match=r"^loss/\S+ became (nan|inf) at step (\d+); .*last.pt keeps the last good") as error:
+    overrides = tiny_run_overrides(
+        learnable_fashion_mnist, tiny_teacher, run, **{"optimizer.base_lr": 1e9, "train.checkpoint_every": 1}
+    )
+    with pytest.raises(
+        TrainingDiverged, match=r"^loss/\S+ became (nan|inf) at step (\d+); .*last.pt keeps the last good"
+    ) as error:
         make_trainer(overrides).fit()
     failed_at = int(re.search(r"at step (\d+)", str(error.value)).group(1))
     assert failed_at > 1  # the first step is finite, so a good state was saved
@@ -70,13 +78,19 @@ def test_a_non_finite_loss_names_its_term_and_keeps_the_checkpoint(learnable_fas
 
 def test_unknown_keys_name_the_closest_valid_one(capsys):
     assert main(["train", CONFIG, "train.max_step=3"]) == 2
-    assert "unknown config key 'train.max_step' in the command line; did you mean 'train.max_steps'?" in capsys.readouterr().err
+    assert (
+        "unknown config key 'train.max_step' in the command line; did you mean 'train.max_steps'?"
+        in capsys.readouterr().err
+    )
 
 
 def test_a_time_budget_stops_with_a_checkpoint(learnable_fashion_mnist, tiny_teacher, tmp_path):
     run = tmp_path / "run"
-    trainer = make_trainer(tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run,
-                                              **{"train.max_seconds": 1e-9, "train.max_steps": 50}))  # fmt: skip
+    trainer = make_trainer(
+        tiny_run_overrides(
+            learnable_fashion_mnist, tiny_teacher, run, **{"train.max_seconds": 1e-9, "train.max_steps": 50}
+        )
+    )
     record = trainer.fit()
     assert record["step"] == 1 and "knn/top1" in record
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1

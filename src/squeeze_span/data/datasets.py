@@ -79,9 +79,17 @@ SPLITS: dict[str, tuple[str, ...]] = {
 }
 
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 # --------------------------------------------------------------------------- pickles
@@ -245,7 +253,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
 VALIDATION_FRACTION = 1 / 6  # 10,000 of Fashion-MNIST's 60,000 training images, as MNIST's classic 50k/10k
 
 
-def split_validation(dataset: ImageDataset, fraction: float = VALIDATION_FRACTION, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+def split_validation(
+    dataset: ImageDataset, fraction: float = VALIDATION_FRACTION, seed: int = 0
+) -> tuple[ImageDataset, ImageDataset]:
     """``(fit, validation)``: a seeded random ``fraction`` of ``dataset`` held out, the rest to fit on.
 
     Choices made on the validation part (hyperparameters, schedules) never see the test split.

@@ -63,7 +63,9 @@ class RealBatchStream:
             empty = torch.empty(0, *self.dataset[0][0].shape, dtype=torch.uint8, device=self.device)
             return RealBatch(empty, self.labels[:0])
         if global_batch_size > len(self.dataset):
-            raise ValueError(f"a batch of {global_batch_size} real images is larger than the dataset ({len(self.dataset)})")
+            raise ValueError(
+                f"a batch of {global_batch_size} real images is larger than the dataset ({len(self.dataset)})"
+            )
         if self.position + global_batch_size > len(self.dataset):
             self.epoch += 1
             self.position = 0

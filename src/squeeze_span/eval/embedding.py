@@ -61,8 +61,9 @@ def _squared_distances(points: torch.Tensor, start: int, stop: int, norms: torch
     return block.add_(norms).clamp_min_(0.0)
 
 
-def conditional_probabilities(features: torch.Tensor, perplexity: float, *, tolerance: float = 1e-5,
-                              steps: int = 100) -> torch.Tensor:  # fmt: skip
+def conditional_probabilities(
+    features: torch.Tensor, perplexity: float, *, tolerance: float = 1e-5, steps: int = 100
+) -> torch.Tensor:
     """The ``[N, N]`` p_{j|i} of t-SNE: row i is a Gaussian around point i whose entropy is log(perplexity)."""
     count = features.shape[0]
     target = math.log(perplexity)  # entropies in nats
@@ -193,14 +194,22 @@ def umap_embedding(features: torch.Tensor, *, dims: int = 2, seed: int = 0) -> t
     try:
         import umap
     except ImportError as error:  # installed, but a dependency of it (numba, pynndescent) is broken
-        raise ConfigError(f"umap-learn does not import ({error}); reinstall it (pip install umap-learn), "
-                          "or use the t-SNE embedding (--embedding tsne)") from None  # fmt: skip
+        raise ConfigError(
+            f"umap-learn does not import ({error}); reinstall it (pip install umap-learn), "
+            "or use the t-SNE embedding (--embedding tsne)"
+        ) from None
     reducer = umap.UMAP(n_components=dims, random_state=seed)
     return torch.from_numpy(reducer.fit_transform(features.detach().float().cpu().numpy())).float()
 
 
-def embed_2d(features: torch.Tensor, method: str = "tsne", *, seed: int = 0, progress: bool = False,
-             progress_label: str = "t-SNE") -> torch.Tensor:  # fmt: skip
+def embed_2d(
+    features: torch.Tensor,
+    method: str = "tsne",
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    progress_label: str = "t-SNE",
+) -> torch.Tensor:
     """``[N, D]`` features as ``[N, 2]`` map coordinates, by ``method`` ("tsne" or "umap")."""
     check_embedding(method, features.shape[0])
     if method == "umap":

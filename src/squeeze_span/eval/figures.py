@@ -143,12 +143,21 @@ def generated_features(
     return GeneratedFeatures(panels, torch.cat(labels), class_names_for(dataset, num_classes))
 
 
-def embed_panels(features: dict[str, torch.Tensor], method: str = "tsne", *, seed: int = 0,
-                 device: torch.device | str = "cpu", progress: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+def embed_panels(
+    features: dict[str, torch.Tensor],
+    method: str = "tsne",
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
     """Each panel's ``[N, D]`` features as ``[N, 2]`` CPU map coordinates (see :func:`embed_2d`).
 
     t-SNE runs on ``device``: on a GPU its N x N passes take a fraction of their CPU time.
     """
-    return {panel: embed_2d(values.to(device), method, seed=seed, progress=progress,
-                            progress_label=f"t-SNE of {panel}").cpu()
-            for panel, values in features.items()}  # fmt: skip
+    return {
+        panel: embed_2d(
+            values.to(device), method, seed=seed, progress=progress, progress_label=f"t-SNE of {panel}"
+        ).cpu()
+        for panel, values in features.items()
+    }

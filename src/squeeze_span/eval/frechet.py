@@ -63,8 +63,9 @@ def frechet_distance(a: FeatureStatistics, b: FeatureStatistics) -> float:
 class BackboneFeatures(nn.Module):
     """The pooled features of a (frozen) backbone, on the center view its training used."""
 
-    def __init__(self, backbone: nn.Module, size: int, mean: Sequence[float], std: Sequence[float],
-                 precision: str = "fp32") -> None:  # fmt: skip
+    def __init__(
+        self, backbone: nn.Module, size: int, mean: Sequence[float], std: Sequence[float], precision: str = "fp32"
+    ) -> None:
         super().__init__()
         self.backbone = backbone.eval()
         self.size, self.mean, self.std, self.precision = size, tuple(mean), tuple(std), precision
@@ -88,11 +89,15 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         path = Path(path)
         if not path.is_file():
-            raise CheckpointError(f"{path} is missing; FID needs pt_inception-2015-12-05-6726825d.pth (else use the classifier FD)")
+            raise CheckpointError(
+                f"{path} is missing; FID needs pt_inception-2015-12-05-6726825d.pth (else use the classifier FD)"
+            )
         try:
             self.network = torch.jit.load(str(path), map_location="cpu").eval()
         except RuntimeError as error:
-            raise CheckpointError(f"{path} is not a TorchScript Inception network ({str(error).splitlines()[0]})") from None
+            raise CheckpointError(
+                f"{path} is not a TorchScript Inception network ({str(error).splitlines()[0]})"
+            ) from None
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -136,8 +141,14 @@ def generator_fd(
     return frechet_distance(statistics_of(extractor, real_batches()), statistics_of(extractor, fake_batches()))
 
 
-def fd_extractor(real: ImageDataset, dataset: str, *, classifier: str | None = None, inception: str | None = None,
-                 device: torch.device = torch.device("cpu")) -> tuple[FeatureExtractor, str]:  # fmt: skip
+def fd_extractor(
+    real: ImageDataset,
+    dataset: str,
+    *,
+    classifier: str | None = None,
+    inception: str | None = None,
+    device: torch.device = torch.device("cpu"),
+) -> tuple[FeatureExtractor, str]:
     """The feature extractor of an FD on ``dataset`` and the metric's honest name.
 
     ``inception`` (NVIDIA's pt_inception-2015-12-05 weights) gives FID; otherwise the features

@@ -140,7 +140,9 @@ def linear_probe_paper(
     classifier = nn.Linear(backbone.feature_dim, num_classes, device=device)
     lr = base_lr * batch_size / 256
     optimizer = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    )
 
     bar = tqdm(total=total_steps, desc="linear probe (paper)", unit="step", disable=not progress)
     for _ in range(epochs):

@@ -1,4 +1,5 @@
-"""Pictures: image grids of samples, 2-D maps of features coloured by class (Figure 2), accuracy against FD (Figure 4)."""
+"""Pictures: image grids of samples, 2-D maps of features coloured by class (Figure 2),
+accuracy against FD (Figure 4)."""
 
 from __future__ import annotations
 
@@ -96,21 +97,34 @@ def scatter_panels(
     bars = axes[-1]
     bars.bar(range(len(class_names)), histogram, color=colors)
     bars.set_title("images per class")
-    bars.set_xticks(range(len(class_names)), class_names if len(class_names) <= 20 else [""] * len(class_names),
-                    rotation=90, fontsize=7)  # fmt: skip
+    bars.set_xticks(
+        range(len(class_names)),
+        class_names if len(class_names) <= 20 else [""] * len(class_names),
+        rotation=90,
+        fontsize=7,
+    )
     bars.tick_params(axis="y", labelsize=7)
     if len(class_names) <= 20:  # a legend of more classes would hide the maps
-        handles = [Line2D([], [], marker="o", linestyle="", color=color, label=name)
-                   for color, name in zip(colors, class_names)]  # fmt: skip
-        figure.legend(handles=handles, loc="outside lower center", ncols=min(len(class_names), 10), fontsize=8,
-                      frameon=False)  # fmt: skip
+        handles = [
+            Line2D([], [], marker="o", linestyle="", color=color, label=name)
+            for color, name in zip(colors, class_names)
+        ]
+        figure.legend(
+            handles=handles, loc="outside lower center", ncols=min(len(class_names), 10), fontsize=8, frameon=False
+        )
     if title:
         figure.suptitle(title)
     return _save_figure(figure, path)
 
 
-def accuracy_against_fd(points: list[tuple[float, float, str]], path: str | os.PathLike[str], *, metric: str,
-                        baseline: tuple[float, str] | None = None, title: str = "") -> Path:  # fmt: skip
+def accuracy_against_fd(
+    points: list[tuple[float, float, str]],
+    path: str | os.PathLike[str],
+    *,
+    metric: str,
+    baseline: tuple[float, str] | None = None,
+    title: str = "",
+) -> Path:
     """The paper's Figure 4: top-1 of students distilled from each snapshot against its FD (log scale).
 
     ``points`` are ``(fd, top1, label)``, e.g. a snapshot's kimg; ``baseline`` is ``(top1, label)``

@@ -75,7 +75,9 @@ def load_network(weights: str | os.PathLike[str]) -> nn.Module:
     description_path = weights.with_suffix(".json")
     for path in (weights, description_path):
         if not path.is_file():
-            raise CheckpointError(f"{path} is missing; convert the pickle with `squeeze-span convert-gan IN.pkl OUT_DIR`")
+            raise CheckpointError(
+                f"{path} is missing; convert the pickle with `squeeze-span convert-gan IN.pkl OUT_DIR`"
+            )
     try:
         description = json.loads(description_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -99,10 +101,15 @@ def load_networks(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Every network in a pickle, in a folder of our format, or in one ``.safetensors`` file of it."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path} does not exist; pass a StyleGAN2-ADA .pkl or a folder from `squeeze-span convert-gan`")
+        raise CheckpointError(
+            f"{path} does not exist; pass a StyleGAN2-ADA .pkl or a folder from `squeeze-span convert-gan`"
+        )
     if path.is_dir():
-        found = {name: load_network(path / f"{name}.safetensors") for name in NETWORK_NAMES
-                 if (path / f"{name}.safetensors").exists()}  # fmt: skip
+        found = {
+            name: load_network(path / f"{name}.safetensors")
+            for name in NETWORK_NAMES
+            if (path / f"{name}.safetensors").exists()
+        }
         if not found:
             raise CheckpointError(
                 f"{path} holds none of {', '.join(n + '.safetensors' for n in NETWORK_NAMES)}; "
@@ -146,7 +153,9 @@ def _generator_from_factory(spec: str) -> nn.Module:
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as error:
-        raise ConfigError(f"cannot import the generator factory {spec!r} ({error}); check the package.module:name path") from None
+        raise ConfigError(
+            f"cannot import the generator factory {spec!r} ({error}); check the package.module:name path"
+        ) from None
     generator = factory()
     if not isinstance(generator, nn.Module) or not isinstance(getattr(generator, "z_dim", None), int):
         raise ConfigError(f"{spec}() must return a torch module with an integer z_dim attribute and a (z, c) call")

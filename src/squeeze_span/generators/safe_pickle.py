@@ -145,9 +145,7 @@ def _rebuild_tensor_v2(
     _check_no_hooks(backward_hooks)
     flat = storage.flat
     try:
-        tensor = torch.empty((0,), dtype=flat.dtype).set_(
-            flat.untyped_storage(), storage_offset, size, stride
-        )
+        tensor = torch.empty((0,), dtype=flat.dtype).set_(flat.untyped_storage(), storage_offset, size, stride)
     except (RuntimeError, TypeError, ValueError, OverflowError) as error:
         raise _Malformed(f"a tensor does not fit its storage ({_first_line(error)})") from None
     if metadata:
@@ -168,9 +166,7 @@ def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any) -> to
     return data
 
 
-def _rebuild_parameter_with_state(
-    data: Any, requires_grad: Any, backward_hooks: Any, state: Any
-) -> torch.Tensor:
+def _rebuild_parameter_with_state(data: Any, requires_grad: Any, backward_hooks: Any, state: Any) -> torch.Tensor:
     # The extra state is Python attributes set on the Parameter; a plain tensor drops them.
     return _rebuild_parameter(data, requires_grad, backward_hooks)
 
@@ -294,9 +290,7 @@ def _decode_legacy(blob: Any, source: str) -> torch.Tensor:
         if len(raw) != nbytes:
             raise _Malformed("an embedded storage is truncated")
         # A bytearray copy makes the buffer writable and owned by the tensor.
-        flats[key] = (
-            torch.frombuffer(bytearray(raw), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
-        )
+        flats[key] = torch.frombuffer(bytearray(raw), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
     flat = flats[result.key]
     return flat[result.offset : result.offset + result.numel]
 
@@ -329,8 +323,7 @@ def _load_from_bytes_safely(blob: Any, source: str) -> _Storage:
         raise
     except _CORRUPT_ERRORS as error:
         raise _Malformed(
-            f"an embedded storage is truncated or corrupt ({type(error).__name__}: "
-            f"{_first_line(error)})"
+            f"an embedded storage is truncated or corrupt ({type(error).__name__}: {_first_line(error)})"
         ) from None
 
 
@@ -420,18 +413,13 @@ def _to_module(obj: _PersistentObject, path: tuple[int, ...]) -> PickledModule:
         if child is None:
             continue
         if not isinstance(child, _PersistentObject):
-            raise _Malformed(
-                f"{owner}.{name} is a {type(child).__name__}, not a persistent network object"
-            )
+            raise _Malformed(f"{owner}.{name} is a {type(child).__name__}, not a persistent network object")
         children[name] = _to_module(child, path)
 
     state_dict: OrderedDict[str, torch.Tensor] = OrderedDict()
     non_persistent = state.get("_non_persistent_buffers_set") or set()
     own = [*_named_dict(state, "_parameters", owner).items()]
-    own += [
-        item for item in _named_dict(state, "_buffers", owner).items()
-        if item[0] not in non_persistent
-    ]
+    own += [item for item in _named_dict(state, "_buffers", owner).items() if item[0] not in non_persistent]
     for name, tensor in own:
         if tensor is None:
             continue
@@ -508,8 +496,7 @@ def read_stylegan2_pkl(path: str | os.PathLike[str]) -> dict[str, PickledModule 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"{path} is missing; give the path of a stylegan2-ada-pytorch network pickle "
-            "(network-snapshot-*.pkl)"
+            f"{path} is missing; give the path of a stylegan2-ada-pytorch network pickle (network-snapshot-*.pkl)"
         )
     try:
         with path.open("rb") as file:
@@ -530,16 +517,10 @@ def read_stylegan2_pkl(path: str | os.PathLike[str]) -> dict[str, PickledModule 
     except UserError:
         raise
     except _Refused as error:
-        raise UnsafePickleError(
-            f"{path} was refused: {error}; nothing from the file was executed"
-        ) from None
+        raise UnsafePickleError(f"{path} was refused: {error}; nothing from the file was executed") from None
     except _Malformed as error:
-        raise CheckpointError(
-            f"{path} is corrupt or not a StyleGAN2-ADA pickle: {error}"
-        ) from None
+        raise CheckpointError(f"{path} is corrupt or not a StyleGAN2-ADA pickle: {error}") from None
     except _CORRUPT_ERRORS as error:
         raise CheckpointError(
-            f"{path} is truncated or corrupt ({type(error).__name__}: {_first_line(error)}); "
-            "download or copy it again"
+            f"{path} is truncated or corrupt ({type(error).__name__}: {_first_line(error)}); download or copy it again"
         ) from None
-

@@ -57,8 +57,10 @@ class FeatureTaps:
         self.names = [name for name, _ in network.named_modules() if name and pattern.search(name)]
         if not self.names:
             shallow = [name for name, _ in network.named_modules() if name and name.count(".") < 2]
-            raise ConfigError(f"feature regex {regex!r} matches no module of the {type(network).__name__}; "
-                              f"some names: {', '.join(shallow[:12])}")  # fmt: skip
+            raise ConfigError(
+                f"feature regex {regex!r} matches no module of the {type(network).__name__}; "
+                f"some names: {', '.join(shallow[:12])}"
+            )
         self._recorded: dict[str, torch.Tensor] = {}
         modules = dict(network.named_modules())
         self._handles = [modules[name].register_forward_hook(self._recorder(name)) for name in self.names]

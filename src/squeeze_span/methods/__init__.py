@@ -11,5 +11,13 @@ from squeeze_span.methods.supervised import Supervised, SupervisedConfig
 METHODS: dict[str, type[Method]] = {"squeeze_span": SqueezeSpan, "supervised": Supervised}
 METHOD_CONFIGS: dict[str, type] = {"squeeze_span": SqueezeSpanConfig, "supervised": SupervisedConfig}
 
-__all__ = ["METHODS", "METHOD_CONFIGS", "Method", "MethodContext", "SqueezeSpan", "SqueezeSpanConfig", "Supervised",
-           "SupervisedConfig"]  # fmt: skip
+__all__ = [
+    "METHODS",
+    "METHOD_CONFIGS",
+    "Method",
+    "MethodContext",
+    "SqueezeSpan",
+    "SqueezeSpanConfig",
+    "Supervised",
+    "SupervisedConfig",
+]

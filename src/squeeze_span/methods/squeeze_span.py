@@ -112,7 +112,10 @@ class SqueezeSpan(Method):
         alpha = self.config.syn_ratio
         logs: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self.context.device)
-        for branch, weight, active in (("squeeze", alpha, num_synthetic > 0), ("span", 1 - alpha, len(real_images) > 0)):
+        for branch, weight, active in (
+            ("squeeze", alpha, num_synthetic > 0),
+            ("span", 1 - alpha, len(real_images) > 0),
+        ):
             if not active:
                 continue
             terms, z = self.squeeze_loss(num_synthetic) if branch == "squeeze" else self.span_loss(real_images)

@@ -37,8 +37,15 @@ class Supervised(Method):
         self.config = config
         backbone.reset_classifier(context.num_classes)
         base = context.augmentation
-        self.augmentation = BatchAugmentation(base.size, base.mean, base.std, scale=(config.crop_scale_min, 1.0),
-                                              jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)  # fmt: skip
+        self.augmentation = BatchAugmentation(
+            base.size,
+            base.mean,
+            base.std,
+            scale=(config.crop_scale_min, 1.0),
+            jitter_prob=0.0,
+            grayscale_prob=0.0,
+            blur_prob=0.0,
+        )
 
     def forward(self, real: RealBatch, num_synthetic: int) -> dict[str, torch.Tensor]:
         labeled = real.labels >= 0

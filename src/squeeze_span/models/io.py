@@ -95,8 +95,11 @@ def _backbone_from_training_checkpoint(path: Path) -> ResNet:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         config = dict(state["backbone"])
-        weights = {key[len(BACKBONE_PREFIX):]: value for key, value in state["method"].items()
-                   if key.startswith(BACKBONE_PREFIX)}  # fmt: skip
+        weights = {
+            key[len(BACKBONE_PREFIX) :]: value
+            for key, value in state["method"].items()
+            if key.startswith(BACKBONE_PREFIX)
+        }
     except KeyError as error:
         raise CheckpointError(
             f"{path} is a torch file but not a squeeze-span training checkpoint (no {error} entry); "
@@ -118,9 +121,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tenso
             tensors = {key: file.get_tensor(key) for key in file.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(
-            f"{path} is not a safetensors file or is corrupt ({reason}); {EXPORT_HINT}"
-        ) from error
+        raise CheckpointError(f"{path} is not a safetensors file or is corrupt ({reason}); {EXPORT_HINT}") from error
     return metadata, tensors
 
 
@@ -191,8 +192,7 @@ def _check_keys(path: Path, model: ResNet, tensors: dict[str, torch.Tensor], fix
             raise CheckpointError(f"{path} lacks {key!r}, which {describe} needs; {fix}")
         if tensors[key].shape != value.shape:
             raise CheckpointError(
-                f"{path}: {key!r} has shape {list(tensors[key].shape)} but {describe} needs "
-                f"{list(value.shape)}; {fix}"
+                f"{path}: {key!r} has shape {list(tensors[key].shape)} but {describe} needs {list(value.shape)}; {fix}"
             )
     for key in sorted(tensors):
         if key not in expected:

@@ -130,9 +130,7 @@ class ResNet(nn.Module):
         self.config["num_classes"] = num_classes
 
 
-def resnet18(
-    in_channels: int = 3, width: int = 64, zero_init_residual: bool = False, num_classes: int = 0
-) -> ResNet:
+def resnet18(in_channels: int = 3, width: int = 64, zero_init_residual: bool = False, num_classes: int = 0) -> ResNet:
     """ResNet-18 with the ImageNet stem (7x7 stride-2 conv, 3x3 stride-2 max-pool), for 64-96 px images."""
     return ResNet(
         arch="resnet18",

@@ -72,7 +72,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path} is not a readable squeeze-span checkpoint ({reason}); it may be truncated") from None
+        raise CheckpointError(
+            f"{path} is not a readable squeeze-span checkpoint ({reason}); it may be truncated"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a squeeze-span training checkpoint")
     if state.get("version") != VERSION:

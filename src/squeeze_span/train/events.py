@@ -61,8 +61,9 @@ def _length_delimited(number: int, payload: bytes) -> bytes:
     return _field(number, 2, _varint(len(payload)) + payload)
 
 
-def encode_event(wall_time: float, step: int, *, tag: str | None = None, value: float | None = None,
-                 file_version: str | None = None) -> bytes:  # fmt: skip
+def encode_event(
+    wall_time: float, step: int, *, tag: str | None = None, value: float | None = None, file_version: str | None = None
+) -> bytes:
     """A serialized Event holding one scalar (or the file-version header)."""
     event = _field(1, 1, struct.pack("<d", wall_time)) + _field(2, 0, _varint(step))
     if file_version is not None:

@@ -66,7 +66,10 @@ def gan_resolution(image_size: tuple[int, int], resolution: int | None) -> int:
     if resolution is None:
         return max(4, 2 ** math.ceil(math.log2(side)))
     if resolution < side:
-        raise ConfigError(f"data.resolution={resolution} is smaller than the {side}px images; use {2 ** math.ceil(math.log2(side))} or null")
+        raise ConfigError(
+            f"data.resolution={resolution} is smaller than the {side}px images; "
+            f"use {2 ** math.ceil(math.log2(side))} or null"
+        )
     return resolution
 
 
@@ -107,7 +110,9 @@ class GanTrainer:
             raise ConfigError("train.batch_size and loss.r1_interval must be at least 1")
         self.device = resolve_device(train.device)
         if train.precision == "fp16":
-            raise ConfigError("train-gan supports fp32 and bf16 (fp16 would need loss scaling); use train.precision=bf16")
+            raise ConfigError(
+                "train-gan supports fp32 and bf16 (fp16 would need loss scaling); use train.precision=bf16"
+            )
         if self.device.type == "cpu":
             # Denormal floats are up to 100x slower on CPUs; flushing them costs no accuracy here.
             torch.set_flush_denormal(True)
@@ -116,24 +121,38 @@ class GanTrainer:
         data = config.data
         self.dataset = load_dataset(data.dataset, data.root, data.split)
         if train.batch_size > len(self.dataset):
-            raise ConfigError(f"train.batch_size={train.batch_size} is larger than {data.dataset} ({len(self.dataset)} images)")
+            raise ConfigError(
+                f"train.batch_size={train.batch_size} is larger than {data.dataset} ({len(self.dataset)} images)"
+            )
         self.resolution = gan_resolution(self.dataset.image_size, data.resolution)
         channels = self.dataset.num_channels
         generator = config.generator
         self.G = Generator(
-            z_dim=generator.z_dim, c_dim=0, w_dim=generator.w_dim, img_resolution=self.resolution,
-            img_channels=channels, mapping_kwargs=dict(generator.mapping_kwargs),
+            z_dim=generator.z_dim,
+            c_dim=0,
+            w_dim=generator.w_dim,
+            img_resolution=self.resolution,
+            img_channels=channels,
+            mapping_kwargs=dict(generator.mapping_kwargs),
             synthesis_kwargs=dict(generator.synthesis_kwargs),
-        )  # fmt: skip
+        )
         disc = config.discriminator
         self.D = Discriminator(
-            c_dim=0, img_resolution=self.resolution, img_channels=channels, architecture=disc.architecture,
-            channel_base=disc.channel_base, channel_max=disc.channel_max, conv_clamp=disc.conv_clamp,
-            block_kwargs=dict(disc.block_kwargs), epilogue_kwargs=dict(disc.epilogue_kwargs),
-        )  # fmt: skip
+            c_dim=0,
+            img_resolution=self.resolution,
+            img_channels=channels,
+            architecture=disc.architecture,
+            channel_base=disc.channel_base,
+            channel_max=disc.channel_max,
+            conv_clamp=disc.conv_clamp,
+            block_kwargs=dict(disc.block_kwargs),
+            epilogue_kwargs=dict(disc.epilogue_kwargs),
+        )
         group = disc.epilogue_kwargs.get("mbstd_group_size", 4)
         if group and train.batch_size % min(group, train.batch_size):
-            raise ConfigError(f"train.batch_size={train.batch_size} must be a multiple of the minibatch-stddev group {group}")
+            raise ConfigError(
+                f"train.batch_size={train.batch_size} must be a multiple of the minibatch-stddev group {group}"
+            )
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         for network in (self.G, self.D, self.G_ema):
             network.to(self.device, memory_format=torch.channels_last)
@@ -144,10 +163,16 @@ class GanTrainer:
         interval = config.loss.r1_interval
         c = interval / (interval + 1) if interval > 1 else 1.0  # lazy regularization (StyleGAN2, appendix C)
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        self.G_opt = torch.optim.Adam(self.G.parameters(), lr=optimizer.g_lr, betas=(optimizer.beta1, optimizer.beta2),
-                                      eps=optimizer.eps, **fused)  # fmt: skip
-        self.D_opt = torch.optim.Adam(self.D.parameters(), lr=optimizer.d_lr * c,
-                                      betas=(optimizer.beta1**c, optimizer.beta2**c), eps=optimizer.eps, **fused)  # fmt: skip
+        self.G_opt = torch.optim.Adam(
+            self.G.parameters(), lr=optimizer.g_lr, betas=(optimizer.beta1, optimizer.beta2), eps=optimizer.eps, **fused
+        )
+        self.D_opt = torch.optim.Adam(
+            self.D.parameters(),
+            lr=optimizer.d_lr * c,
+            betas=(optimizer.beta1**c, optimizer.beta2**c),
+            eps=optimizer.eps,
+            **fused,
+        )
         self.augment = DiffAugment(config.augment.diffaugment, config.augment.translation, config.augment.cutout)
 
         self.stream = RealBatchStream(self.dataset, self.device, seed=train.seed, on_device=data.on_device)
@@ -177,7 +202,9 @@ class GanTrainer:
         """One D step (plus the R1 step every r1_interval steps) and one G step on a batch; returns the losses."""
         config, train = self.config, self.config.train
         batch = train.batch_size
-        real = real_images_for_gan(self.stream.next(batch).images, self.resolution).contiguous(memory_format=torch.channels_last)
+        real = real_images_for_gan(self.stream.next(batch).images, self.resolution).contiguous(
+            memory_format=torch.channels_last
+        )
         z = torch.randn(batch, self.G.z_dim, generator=self.latent_generator, device=self.device)
 
         with autocast(self.device, train.precision):
@@ -219,7 +246,11 @@ class GanTrainer:
         """D's lazy R1 step: (gamma / 2) * R1 * interval; returns R1."""
         loss = self.config.loss
         real = real.detach().requires_grad_(True)
-        precision = full_precision(self.device) if loss.r1_precision == "fp32" else autocast(self.device, self.config.train.precision)
+        precision = (
+            full_precision(self.device)
+            if loss.r1_precision == "fp32"
+            else autocast(self.device, self.config.train.precision)
+        )
         with precision:
             penalty = r1_penalty(self._D(real), real)
         self.D_opt.zero_grad(set_to_none=True)
@@ -265,8 +296,10 @@ class GanTrainer:
             for name in ("G", "D", "G_ema"):
                 getattr(self, name).load_state_dict(state[name])
         except (KeyError, RuntimeError) as error:
-            raise ConfigError(f"{path} does not fit this config's networks ({str(error).splitlines()[0]}); "
-                              f"resume with the config in {path.parent.parent / 'config.yaml'}") from None  # fmt: skip
+            raise ConfigError(
+                f"{path} does not fit this config's networks ({str(error).splitlines()[0]}); "
+                f"resume with the config in {path.parent.parent / 'config.yaml'}"
+            ) from None
         self.G_opt.load_state_dict(state["G_opt"])
         self.D_opt.load_state_dict(state["D_opt"])
         self.stream.load_state_dict(state["stream"])
@@ -313,13 +346,21 @@ class GanTrainer:
                     check_finite(logs, self.step, self.checkpoint_dir / "last.pt", fix)
                 if log_now:
                     now = time.perf_counter()
-                    record = {"step": self.step, "kimg": self.nimg / 1000,
-                              "images_per_s": (self.nimg - last_nimg) / (now - last_time),
-                              "seconds": now - start}  # fmt: skip
+                    record = {
+                        "step": self.step,
+                        "kimg": self.nimg / 1000,
+                        "images_per_s": (self.nimg - last_nimg) / (now - last_time),
+                        "seconds": now - start,
+                    }
                     record.update({name: value.item() for name, value in logs.items()})
                     self.run.log(record)
-                    bar.set_postfix(G=f"{record['loss/G']:.3f}", D=f"{record['loss/D']:.3f}",
-                                    img_s=f"{record['images_per_s']:.0f}", kimg=f"{record['kimg']:.1f}", refresh=False)  # fmt: skip
+                    bar.set_postfix(
+                        G=f"{record['loss/G']:.3f}",
+                        D=f"{record['loss/D']:.3f}",
+                        img_s=f"{record['images_per_s']:.0f}",
+                        kimg=f"{record['kimg']:.1f}",
+                        refresh=False,
+                    )
                 bar.update()
                 if snapshot_now:
                     self.snapshot()

@@ -1,11 +1,11 @@
 """A run's folder and its logs, shared by every trainer (methods, GANs).
 
-    output_dir/
-      config.yaml        the resolved config: the run can be repeated from it
-      command.txt        every command line that ran in this folder, one a line
-      metrics.jsonl      one JSON object per logged step
-      events.out.tfevents.*   the same scalars for TensorBoard
-      checkpoints/       last.pt (and kept snapshots)
+output_dir/
+  config.yaml        the resolved config: the run can be repeated from it
+  command.txt        every command line that ran in this folder, one a line
+  metrics.jsonl      one JSON object per logged step
+  events.out.tfevents.*   the same scalars for TensorBoard
+  checkpoints/       last.pt (and kept snapshots)
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def check_finite(logs: dict[str, torch.Tensor], step: int, checkpoint: Path, fix
     terms = sorted((name for name in logs if name.startswith("loss/")), key=len, reverse=True)
     bad = next((name for name in terms if not torch.isfinite(logs[name]).all()), "loss")
     raise TrainingDiverged(
-        f"{bad} became {logs[bad].item()} at step {step}; the run stopped and {checkpoint} keeps the last good state. {fix}"
+        f"{bad} became {logs[bad].item()} at step {step}; the run stopped and {checkpoint} keeps the last good "
+        f"state. {fix}"
     )
 
 
@@ -81,12 +82,19 @@ class RunFolder:
             return
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
-        self._events.add_scalars({k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))},
-                                 record["step"])  # fmt: skip
+        self._events.add_scalars(
+            {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}, record["step"]
+        )
 
     def progress(self, total: int, initial: int, desc: str, enabled: bool) -> tqdm:
-        return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
-                    disable=not (self.is_main and enabled))  # fmt: skip
+        return tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (self.is_main and enabled),
+        )
 
     def close(self) -> None:
         if self._metrics is not None:

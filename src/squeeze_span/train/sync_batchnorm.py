@@ -59,8 +59,9 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
 
 def _convert(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, CrossRankBatchNorm):
-        converted = CrossRankBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                                       module.track_running_stats)  # fmt: skip
+        converted = CrossRankBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         converted.load_state_dict(module.state_dict())
         return converted.to(next(iter(module.buffers()), torch.empty(0)).device)
     for name, child in module.named_children():

@@ -106,13 +106,23 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.method, device_ids=device_ids)
 
-        self.stream = RealBatchStream(self.dataset, self.device, seed=train.seed, rank=self.dist.rank,
-                                      world_size=self.dist.world_size, on_device=data.on_device)  # fmt: skip
+        self.stream = RealBatchStream(
+            self.dataset,
+            self.device,
+            seed=train.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            on_device=data.on_device,
+        )
         self.steps_per_epoch = max(1, len(self.dataset) // train.batch_size)
         self.total_steps = train.max_steps or train.epochs * self.steps_per_epoch
         lr = config.optimizer.base_lr * train.batch_size / 256
-        self.optimizer = torch.optim.SGD(self.method.parameters(), lr=lr, momentum=config.optimizer.momentum,
-                                         weight_decay=config.optimizer.weight_decay)  # fmt: skip
+        self.optimizer = torch.optim.SGD(
+            self.method.parameters(),
+            lr=lr,
+            momentum=config.optimizer.momentum,
+            weight_decay=config.optimizer.weight_decay,
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, cosine_schedule(self.total_steps, config.optimizer.warmup_steps)
         )
@@ -190,11 +200,16 @@ class Trainer:
         state = load_checkpoint(path, map_location=self.device)
         ranks = len(state["rng"])
         if ranks != self.dist.world_size:
-            raise ConfigError(f"{path} was written by {ranks} processes; resume it with the same number, not {self.dist.world_size}")
+            raise ConfigError(
+                f"{path} was written by {ranks} processes; resume it with the same number, not {self.dist.world_size}"
+            )
         try:
             self.method.load_state_dict(state["method"])
         except RuntimeError as error:
-            raise ConfigError(f"{path} does not fit this config's model ({str(error).splitlines()[0]}); resume with the config in {path.parent.parent / 'config.yaml'}") from None
+            raise ConfigError(
+                f"{path} does not fit this config's model ({str(error).splitlines()[0]}); "
+                f"resume with the config in {path.parent.parent / 'config.yaml'}"
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -215,14 +230,23 @@ class Trainer:
                 self.monitor_data = False
                 tqdm.write(f"kNN monitor off: {error}")
                 return None
-            self.monitor_data = (_subset(bank, train.knn_train_samples, 1), _subset(test, train.knn_test_samples, 2),
-                                 len(bank.classes))  # fmt: skip
+            self.monitor_data = (
+                _subset(bank, train.knn_train_samples, 1),
+                _subset(test, train.knn_test_samples, 2),
+                len(bank.classes),
+            )
         if self.monitor_data is False:
             return None
         bank, test, num_classes = self.monitor_data
         mean, std = self.augmentation.mean, self.augmentation.std
-        view = dict(size=self.augmentation.size, mean=mean, std=std, device=self.device,
-                    precision=train.precision, progress=False)  # fmt: skip
+        view = dict(
+            size=self.augmentation.size,
+            mean=mean,
+            std=std,
+            device=self.device,
+            precision=train.precision,
+            progress=False,
+        )
         bank_x, bank_y = extract_features(self.method.backbone, bank, **view)
         test_x, test_y = extract_features(self.method.backbone, test, **view)
         labeled = bank_y >= 0
@@ -248,8 +272,12 @@ class Trainer:
                 real = self.stream.next(self.real)
                 with autocast(self.device, train.precision):
                     logs = self.model(real, local_synthetic)
-                check_finite(logs, self.step + 1, self.checkpoint_dir / "last.pt",
-                             "Lower optimizer.base_lr, or try train.precision=fp32")  # fmt: skip
+                check_finite(
+                    logs,
+                    self.step + 1,
+                    self.checkpoint_dir / "last.pt",
+                    "Lower optimizer.base_lr, or try train.precision=fp32",
+                )
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(logs["loss"]).backward()
                 self.scaler.step(self.optimizer)
@@ -263,16 +291,21 @@ class Trainer:
                 knn_now = (train.knn_every and self.step % train.knn_every == 0) or last
                 if log_now or knn_now:
                     now = time.perf_counter()
-                    record = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
-                              "lr": self.scheduler.get_last_lr()[0],
-                              "images_per_s": (self.step - last_step) * train.batch_size / (now - last_time)}  # fmt: skip
+                    record = {
+                        "step": self.step,
+                        "epoch": self.step / self.steps_per_epoch,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "images_per_s": (self.step - last_step) * train.batch_size / (now - last_time),
+                    }
                     record.update({name: value.item() for name, value in logs.items()})
                     if knn_now and main:
                         record.update(self.knn_monitor() or {})
                     last_time, last_step = time.perf_counter(), self.step
                     self.run.log(record)
                     if main:
-                        bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
+                        bar.set_postfix(
+                            loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False
+                        )
                 bar.update()
                 if self.step % train.checkpoint_every == 0 or last:
                     self.save()
@@ -290,4 +323,6 @@ def _subset(dataset, count: int, seed: int):
     """A fixed random subset of ``count`` images (all of them when count is 0 or larger than the set)."""
     if not count or count >= len(dataset):
         return dataset
-    return dataset.subset(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count].sort().values)
+    return dataset.subset(
+        torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    )

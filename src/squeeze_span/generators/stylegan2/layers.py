@@ -395,9 +395,15 @@ class SynthesisBlock(nn.Module):
             self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
         else:
             self.conv0 = SynthesisLayer(
-                in_channels, out_channels, w_dim=w_dim, resolution=resolution, up=2,
-                resample_filter=resample_filter, conv_clamp=conv_clamp, **layer_kwargs,
-            )  # fmt: skip
+                in_channels,
+                out_channels,
+                w_dim=w_dim,
+                resolution=resolution,
+                up=2,
+                resample_filter=resample_filter,
+                conv_clamp=conv_clamp,
+                **layer_kwargs,
+            )
             self.num_conv += 1
         self.conv1 = SynthesisLayer(
             out_channels, out_channels, w_dim=w_dim, resolution=resolution, conv_clamp=conv_clamp, **layer_kwargs
@@ -494,22 +500,41 @@ class DiscriminatorBlock(nn.Module):
 
         if in_channels == 0 or architecture == "skip":
             self.fromrgb = Conv2dLayer(
-                img_channels, tmp_channels, kernel_size=1, activation=activation,
-                trainable=trainable_next(), conv_clamp=conv_clamp,
-            )  # fmt: skip
+                img_channels,
+                tmp_channels,
+                kernel_size=1,
+                activation=activation,
+                trainable=trainable_next(),
+                conv_clamp=conv_clamp,
+            )
         self.conv0 = Conv2dLayer(
-            tmp_channels, tmp_channels, kernel_size=3, activation=activation,
-            trainable=trainable_next(), conv_clamp=conv_clamp,
-        )  # fmt: skip
+            tmp_channels,
+            tmp_channels,
+            kernel_size=3,
+            activation=activation,
+            trainable=trainable_next(),
+            conv_clamp=conv_clamp,
+        )
         self.conv1 = Conv2dLayer(
-            tmp_channels, out_channels, kernel_size=3, activation=activation, down=2,
-            trainable=trainable_next(), resample_filter=resample_filter, conv_clamp=conv_clamp,
-        )  # fmt: skip
+            tmp_channels,
+            out_channels,
+            kernel_size=3,
+            activation=activation,
+            down=2,
+            trainable=trainable_next(),
+            resample_filter=resample_filter,
+            conv_clamp=conv_clamp,
+        )
         if architecture == "resnet":
             self.skip = Conv2dLayer(
-                tmp_channels, out_channels, kernel_size=1, bias=False, down=2,
-                trainable=trainable_next(), resample_filter=resample_filter,
-            )  # fmt: skip
+                tmp_channels,
+                out_channels,
+                kernel_size=1,
+                bias=False,
+                down=2,
+                trainable=trainable_next(),
+                resample_filter=resample_filter,
+            )
 
     def forward(
         self, x: torch.Tensor | None, img: torch.Tensor | None, force_fp32: bool = False

@@ -84,9 +84,15 @@ class SynthesisNetwork(nn.Module):
             in_channels = channels[res // 2] if res > 4 else 0
             is_last = res == img_resolution
             block = SynthesisBlock(
-                in_channels, channels[res], w_dim=w_dim, resolution=res, img_channels=img_channels,
-                is_last=is_last, use_fp16=(res >= fp16_resolution), **block_kwargs,
-            )  # fmt: skip
+                in_channels,
+                channels[res],
+                w_dim=w_dim,
+                resolution=res,
+                img_channels=img_channels,
+                is_last=is_last,
+                use_fp16=(res >= fp16_resolution),
+                **block_kwargs,
+            )
             self.num_ws += block.num_conv
             if is_last:
                 self.num_ws += block.num_torgb
@@ -193,9 +199,15 @@ class Discriminator(nn.Module):
         for res in self.block_resolutions:
             in_channels = channels[res] if res < img_resolution else 0
             block = DiscriminatorBlock(
-                in_channels, channels[res], channels[res // 2], resolution=res, first_layer_idx=layer_idx,
-                use_fp16=(res >= fp16_resolution), **dict(block_kwargs or {}), **common,
-            )  # fmt: skip
+                in_channels,
+                channels[res],
+                channels[res // 2],
+                resolution=res,
+                first_layer_idx=layer_idx,
+                use_fp16=(res >= fp16_resolution),
+                **dict(block_kwargs or {}),
+                **common,
+            )
             setattr(self, f"b{res}", block)
             layer_idx += block.num_layers
         if c_dim > 0:
