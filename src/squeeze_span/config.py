@@ -85,6 +85,9 @@ class TrainConfig(RunSettings):
     batch_size: int = 512  # global: split over ranks, and between synthetic and real images
     epochs: int = 800  # an epoch is as many steps as the real train set holds batches
     max_steps: Optional[int] = None  # stop (and end the schedule) after this many steps
+    # A time budget for the whole run, in seconds, instead of a number of steps: the learning rate
+    # follows the fraction of the budget spent, and the run ends when it is spent (resumes included).
+    budget_seconds: Optional[float] = None
     snapshot_every: int = 0  # steps between kept copies checkpoints/step_N.pt; 0: none
     knn_every: int = 0  # steps between kNN monitors on the test split; 0: only at the end
     knn_train_samples: int = 10000  # the kNN bank: this many labeled training images (0: all)

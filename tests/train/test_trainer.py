@@ -1,10 +1,12 @@
 import json
+import math
 import re
 
 import pytest
 import torch
 
 from squeeze_span.cli import load_training_config, main
+from squeeze_span.errors import ConfigError
 from squeeze_span.methods import METHODS
 from squeeze_span.models import load_backbone
 from squeeze_span.train import Trainer, TrainingDiverged
@@ -94,3 +96,52 @@ def test_a_time_budget_stops_with_a_checkpoint(learnable_fashion_mnist, tiny_tea
     record = trainer.fit()
     assert record["step"] == 1 and "knn/top1" in record
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1
+
+
+def steps_clock(trainer: Trainer, seconds_per_step: list[float]):
+    """A clock that reads the seconds the trainer's steps so far took: ``seconds_per_step[k]`` for step k + 1."""
+    return lambda: sum(seconds_per_step[: trainer.step])
+
+
+def budgeted_run(data, teacher, run, seconds_per_step, **extra):
+    overrides = tiny_run_overrides(
+        data, teacher, run, **{"train.max_steps": None, "train.budget_seconds": 20, "train.checkpoint_every": 100}
+    )
+    trainer = make_trainer(overrides + [f"{key}={value}" for key, value in extra.items()])
+    trainer.clock = steps_clock(trainer, seconds_per_step)
+    trainer.fit()
+    return trainer, [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_time_budget_schedules_by_time_and_a_slowdown_costs_steps_not_the_schedule(
+    learnable_fashion_mnist, tiny_teacher, tmp_path
+):
+    # Five steps of 1 s, then the machine slows to 4 s a step: the 20 s budget ends after step 9 (21 s).
+    seconds_per_step = [1.0] * 5 + [4.0] * 20
+    trainer, lines = budgeted_run(learnable_fashion_mnist, tiny_teacher, tmp_path / "run", seconds_per_step)
+    assert [line["step"] for line in lines] == list(range(1, 10))
+    assert [line["seconds"] for line in lines] == [1, 2, 3, 4, 5, 9, 13, 17, 21]
+    peak = 0.1 * 16 / 256  # base_lr * batch / 256
+    for line in lines:  # the rate of the next step follows the fraction of the budget spent, not the step
+        assert line["lr"] == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * min(line["seconds"] / 20, 1))))
+    assert lines[-1]["lr"] == 0.0  # the schedule ended with the budget
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["step"] == 9 and state["elapsed_seconds"] == 21
+
+
+def test_a_time_budget_carries_over_a_resume(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    seconds_per_step = [1.0] * 5 + [4.0] * 20
+    run = tmp_path / "run"
+    # The first invocation stops after 6 s of its own (step 6, 9 s of the budget), the second finishes it.
+    _, first = budgeted_run(learnable_fashion_mnist, tiny_teacher, run, seconds_per_step, **{"train.max_seconds": 6})
+    assert first[-1]["step"] == 6 and first[-1]["seconds"] == 9
+    _, lines = budgeted_run(learnable_fashion_mnist, tiny_teacher, run, seconds_per_step, resume="auto")
+    assert [line["step"] for line in lines] == list(range(1, 10)) and lines[-1]["lr"] == 0.0
+
+
+def test_a_time_budget_and_a_step_count_are_not_both_accepted(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    overrides = tiny_run_overrides(
+        learnable_fashion_mnist, tiny_teacher, tmp_path / "run", **{"train.budget_seconds": 5}
+    )
+    with pytest.raises(ConfigError, match="train.budget_seconds and train.max_steps both set the run's length"):
+        make_trainer(overrides)

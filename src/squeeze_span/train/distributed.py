@@ -71,12 +71,18 @@ def barrier() -> None:
         dist.barrier()
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank when ``flag`` is true on any: ranks must agree on when to stop."""
+def max_over_ranks(value: float) -> float:
+    """The largest ``value`` of all ranks, on every rank: what ranks must agree on (when to stop, how far
+    a time budget is spent) they take from the slowest."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    tensor = torch.tensor([float(flag)])
+        return value
+    tensor = torch.tensor([float(value)], dtype=torch.float64)
     if dist.get_backend() == "nccl":
         tensor = tensor.cuda()
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
+    return tensor.item()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any: ranks must agree on when to stop."""
+    return bool(max_over_ranks(float(flag)))

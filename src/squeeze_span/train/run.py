@@ -86,12 +86,12 @@ class RunFolder:
             {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}, record["step"]
         )
 
-    def progress(self, total: int, initial: int, desc: str, enabled: bool) -> tqdm:
+    def progress(self, total: float, initial: float, desc: str, enabled: bool, unit: str = "step") -> tqdm:
         return tqdm(
             total=total,
             initial=initial,
             desc=desc,
-            unit="step",
+            unit=unit,
             dynamic_ncols=True,
             disable=not (self.is_main and enabled),
         )

@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ from squeeze_span.train.distributed import (
     barrier,
     gather_with_grad,
     init_distributed,
+    max_over_ranks,
 )
 from squeeze_span.train.run import RunFolder, check_finite, resume_path
 from squeeze_span.train.sync_batchnorm import convert_sync_batchnorm
@@ -47,16 +49,29 @@ from squeeze_span.train.sync_batchnorm import convert_sync_batchnorm
 MethodFactory = Callable[[Any, nn.Module, MethodContext], Method]
 
 
-def cosine_schedule(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
-    """The learning-rate factor at a step: linear warm-up, then cosine decay to 0 over the rest."""
+@dataclass(frozen=True)
+class LearningRateSchedule:
+    """The learning rate of a step: linear warm-up over ``warmup_steps``, then cosine decay from ``peak`` to 0.
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    A run of ``total_steps`` decays over its steps. A time-budgeted run (``budget_seconds``)
+    decays over its budget: the rate is a function of the fraction of the budget spent, so a
+    slow start or a slow patch of the machine costs steps, never the shape of the schedule,
+    and the rate reaches 0 when the budget ends.
+    """
 
-    return factor
+    peak: float
+    warmup_steps: int = 0
+    total_steps: int | None = None
+    budget_seconds: float | None = None
+
+    def __call__(self, step: int, elapsed_seconds: float) -> float:
+        if step < self.warmup_steps:
+            return self.peak * (step + 1) / self.warmup_steps
+        if self.budget_seconds is not None:
+            progress = elapsed_seconds / self.budget_seconds
+        else:
+            progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return self.peak * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 class Trainer:
@@ -115,19 +130,31 @@ class Trainer:
             on_device=data.on_device,
         )
         self.steps_per_epoch = max(1, len(self.dataset) // train.batch_size)
-        self.total_steps = train.max_steps or train.epochs * self.steps_per_epoch
-        lr = config.optimizer.base_lr * train.batch_size / 256
+        if train.budget_seconds is not None and train.max_steps is not None:
+            raise ConfigError(
+                "train.budget_seconds and train.max_steps both set the run's length; set one of them to null"
+            )
+        self.total_steps = (
+            math.inf if train.budget_seconds is not None else train.max_steps or train.epochs * self.steps_per_epoch
+        )
+        # The rate is set before every step from the config, never restored from a checkpoint: a
+        # resumed run follows the config it is resumed with.
+        self.learning_rate = LearningRateSchedule(
+            peak=config.optimizer.base_lr * train.batch_size / 256,
+            warmup_steps=config.optimizer.warmup_steps,
+            total_steps=None if train.budget_seconds is not None else self.total_steps,
+            budget_seconds=train.budget_seconds,
+        )
         self.optimizer = torch.optim.SGD(
             self.method.parameters(),
-            lr=lr,
+            lr=self.learning_rate(0, 0.0),
             momentum=config.optimizer.momentum,
             weight_decay=config.optimizer.weight_decay,
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, cosine_schedule(self.total_steps, config.optimizer.warmup_steps)
-        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
         self.step = 0
+        self.elapsed_seconds = 0.0  # training time of the run so far, over all its invocations
+        self.clock = time.perf_counter  # a test may slow it down
         self.run = RunFolder(config.output_dir, config, command or sys.argv, self.dist.is_main)
         self.checkpoint_dir = self.run.checkpoints
         self.monitor_data = None
@@ -178,7 +205,7 @@ class Trainer:
             "method": self.method.state_dict(),
             "backbone": self.method.backbone.config,
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "elapsed_seconds": self.elapsed_seconds,
             "scaler": self.scaler.state_dict(),
             "stream": self.stream.state_dict(),
             "rng": all_gather_objects(capture_rng(self._generators())),
@@ -211,7 +238,7 @@ class Trainer:
                 f"resume with the config in {path.parent.parent / 'config.yaml'}"
             ) from None
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.elapsed_seconds = float(state.get("elapsed_seconds", 0.0))
         self.scaler.load_state_dict(state["scaler"])
         self.stream.load_state_dict(state["stream"])
         restore_rng(state["rng"][self.dist.rank], self._generators())
@@ -255,20 +282,35 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
+    def finished(self) -> bool:
+        """Whether the run has trained its steps, or spent its time budget."""
+        budget = self.config.train.budget_seconds
+        return self.step >= self.total_steps or (budget is not None and self.elapsed_seconds >= budget)
+
     def fit(self) -> dict[str, Any]:
-        """Train to ``total_steps``, or for ``train.max_seconds`` (resuming if asked); return the final metrics."""
+        """Train to ``total_steps`` or to the end of ``train.budget_seconds``, or for ``train.max_seconds``
+        (resuming if asked); return the final metrics."""
         train = self.config.train
         self.resume()
         main = self.dist.is_main
         self.run.open(self.step)
-        bar = self.run.progress(self.total_steps, self.step, f"train {self.config.method.name}", train.progress)
+        budgeted = train.budget_seconds is not None
+        desc = f"train {self.config.method.name}"
+        if budgeted:
+            bar = self.run.progress(round(train.budget_seconds), round(self.elapsed_seconds), desc, train.progress, "s")
+        else:
+            bar = self.run.progress(self.total_steps, self.step, desc, train.progress)
         self.model.train()
         local_synthetic = self.synthetic // self.dist.world_size
-        started = last_time = time.perf_counter()
+        started = last_time = self.clock()
+        # A teacher pool is rendered anew by every invocation; a time budget pays for it.
+        elapsed_before = self.elapsed_seconds + getattr(self.teacher, "render_seconds", 0.0)
         last_step = self.step
         record: dict[str, Any] = {}
         try:
-            while self.step < self.total_steps:
+            while not self.finished():
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.learning_rate(self.step, self.elapsed_seconds)
                 real = self.stream.next(self.real)
                 with autocast(self.device, train.precision):
                     logs = self.model(real, local_synthetic)
@@ -282,31 +324,36 @@ class Trainer:
                 self.scaler.scale(logs["loss"]).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
-                self.scheduler.step()
                 self.step += 1
-                out_of_time = bool(train.max_seconds) and any_rank(time.perf_counter() - started >= train.max_seconds)
-                last = self.step == self.total_steps or out_of_time
+                invocation_seconds = self.clock() - started
+                # Ranks agree on how much of a budget is spent (the slowest rank's count), so that they
+                # take the same learning rate and stop at the same step.
+                elapsed = elapsed_before + invocation_seconds
+                self.elapsed_seconds = max_over_ranks(elapsed) if budgeted else elapsed
+                out_of_time = bool(train.max_seconds) and any_rank(invocation_seconds >= train.max_seconds)
+                last = self.finished() or out_of_time
 
                 log_now = self.step % train.log_every == 0 or last
                 knn_now = (train.knn_every and self.step % train.knn_every == 0) or last
                 if log_now or knn_now:
-                    now = time.perf_counter()
+                    now = self.clock()
                     record = {
                         "step": self.step,
                         "epoch": self.step / self.steps_per_epoch,
-                        "lr": self.scheduler.get_last_lr()[0],
+                        "seconds": self.elapsed_seconds,
+                        "lr": self.learning_rate(self.step, self.elapsed_seconds),  # the next step's
                         "images_per_s": (self.step - last_step) * train.batch_size / (now - last_time),
                     }
                     record.update({name: value.item() for name, value in logs.items()})
                     if knn_now and main:
                         record.update(self.knn_monitor() or {})
-                    last_time, last_step = time.perf_counter(), self.step
+                    last_time, last_step = self.clock(), self.step
                     self.run.log(record)
                     if main:
                         bar.set_postfix(
                             loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False
                         )
-                bar.update()
+                bar.update(min(round(self.elapsed_seconds), bar.total) - bar.n if budgeted else 1)
                 if self.step % train.checkpoint_every == 0 or last:
                     self.save()
                 if out_of_time:
