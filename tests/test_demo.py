@@ -1,3 +1,5 @@
+import json
+
 from squeeze_span.demo import DemoSettings, run_demo, summary
 
 
@@ -19,7 +21,9 @@ def test_the_demo_runs_end_to_end_at_smoke_size(learnable_fashion_mnist, tiny_te
     assert results["random_init"]["top1"] > 90  # the learnable set separates even without training
     text = summary(results)
     assert "squeeze and span" in text and "VICReg (real images)" in text and "At equal training time" in text
-    assert not (tmp_path / "demo" / "squeeze_span-timing").exists()
+    for name in ("squeeze_span", "vicreg_real"):  # each schedule ended with its 1.2 s budget
+        last = json.loads((tmp_path / "demo" / name / "metrics.jsonl").read_text().splitlines()[-1])
+        assert last["step"] == results[name]["steps"] and last["seconds"] >= 1.2 and last["lr"] == 0.0
 
 
 def test_the_summary_calls_a_gap_within_seed_noise_a_match():

@@ -7,15 +7,13 @@ On real Fashion-MNIST, with the StyleGAN2 teacher shipped in the package:
    projector) for the same budget: equal compute;
 3. probes both, and an untrained backbone, with the fast linear probe.
 
-Each method's number of steps is set from a short timing run, so that its cosine schedule
-ends when its budget does; the budget is also a hard stop.
+Each method's learning rate follows the fraction of its budget spent (``train.budget_seconds``),
+so its cosine schedule ends when its budget does, however fast the machine runs meanwhile.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,6 @@ import torch
 from squeeze_span.assets import FASHION_MNIST_TEACHER
 from squeeze_span.config import TrainingConfig, load_config
 from squeeze_span.eval.probe import probe_backbone
-from squeeze_span.generators import TeacherPool
 from squeeze_span.methods import METHOD_CONFIGS, METHODS
 from squeeze_span.models import build_backbone, load_backbone
 from squeeze_span.runtime import machine_description
@@ -44,10 +41,8 @@ SMOKE = [
     "train.knn_test_samples=32",
     "train.precision=fp32",
 ]
-CALIBRATION_STEPS = 24  # ~12 s a method; the first steps run slow (warm-up), so a median over many
 # Top-1 points by which two seeds of one setting differed (studies/demo_tuning/RESULTS.md).
 SEED_NOISE = 0.5
-CALIBRATION_POOL = 1000  # teacher samples the timing run renders, to time a pool
 
 
 @dataclass
@@ -79,48 +74,15 @@ def _config(settings: DemoSettings, name: str, extra: list[str]) -> TrainingConf
     return load_config(CONFIG, overrides, TrainingConfig, {"method": METHOD_CONFIGS})
 
 
-def _steps_for_budget(settings: DemoSettings, name: str, seconds: float) -> int:
-    """Steps that fit in ``seconds``, from the median images/s of a short run's steps.
-
-    A teacher pool is rendered inside the budget: its time is estimated from a small pool
-    rendered by the timing run, and the steps get what is left.
-    """
-    folder = Path(settings.output_dir) / f"{name}-timing"
-    pool_size = _config(settings, name, []).teacher.pool_size
-    timing_pool = min(pool_size, CALIBRATION_POOL)
-    config = _config(
-        settings,
-        name,
-        [
-            f"train.max_steps={CALIBRATION_STEPS}",
-            "train.log_every=1",
-            f"output_dir={folder}",
-            f"teacher.pool_size={timing_pool}",
-        ],
-    )
-    if settings.progress:
-        print(f"      timing {CALIBRATION_STEPS} steps, to fit the schedule to the budget", flush=True)
-    trainer = Trainer(config, METHODS[config.method.name], command=["squeeze-span", "demo"])
-    trainer.fit()
-    rates = [json.loads(line)["images_per_s"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    images_per_s = statistics.median(rates[1:-1])  # not the first step (warm-up) nor the last (it checkpoints)
-    shutil.rmtree(folder)
-    pool = trainer.teacher if isinstance(trainer.teacher, TeacherPool) else None  # VICReg-real has no teacher
-    pool_seconds = pool.render_seconds * pool_size / len(pool) if pool else 0.0
-    return max(1, int(0.97 * (seconds - pool_seconds) * images_per_s / config.train.batch_size))
-
-
 def train_for(settings: DemoSettings, name: str, seconds: float | None, steps: int | None = None) -> dict[str, Any]:
-    """Train method ``name`` (a key of RUNS) for ``seconds``, or for exactly ``steps`` when given.
+    """Train method ``name`` (a key of RUNS) for ``seconds`` of wall time, or for exactly ``steps`` when given.
 
-    Returns its steps, wall time and run folder. A step count makes a run independent of the
-    machine's load, for tuning on a shared machine; the demo itself runs on the clock.
+    Returns its steps, wall time and run folder. A time-budgeted run's learning rate follows the
+    fraction of its budget spent, so a slow patch of the machine costs steps, not the schedule's
+    shape; a step count makes a run independent of the machine's load, for tuning on a shared
+    machine. The demo itself runs on the clock.
     """
-    if steps is None:
-        steps = _steps_for_budget(settings, name, seconds)
-        limits = [f"train.max_steps={steps}", f"train.max_seconds={seconds}"]
-    else:
-        limits = [f"train.max_steps={steps}"]
+    limits = [f"train.max_steps={steps}"] if steps is not None else [f"train.budget_seconds={seconds}"]
     config = _config(settings, name, limits)
     started = time.perf_counter()
     record = Trainer(config, METHODS[config.method.name], command=["squeeze-span", "demo"]).fit()
