@@ -115,7 +115,7 @@ class Trainer:
             on_device=data.on_device,
         )
         self.steps_per_epoch = max(1, len(self.dataset) // train.batch_size)
-        self.total_steps = train.max_steps or train.epochs * self.steps_per_epoch
+        self.total_steps = train.max_steps if train.max_steps is not None else train.epochs * self.steps_per_epoch
         lr = config.optimizer.base_lr * train.batch_size / 256
         self.optimizer = torch.optim.SGD(
             self.method.parameters(),
