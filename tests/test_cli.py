@@ -1,10 +1,16 @@
+import errno
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from squeeze_span.cli import main
 from squeeze_span.models import resnet18_cifar, save_backbone
+from tests.conftest import tiny_run_overrides
+
+CONFIG = "configs/fashion_mnist/squeeze_span.yaml"
 
 
 def test_help_lists_the_commands(capsys):
@@ -87,19 +93,9 @@ def test_convert_gan_refuses_an_unsafe_pickle_in_one_line(tmp_path, capsys):
 
 def test_train_then_export_a_backbone_with_torchvision_names(learnable_fashion_mnist, tiny_teacher, tmp_path, capsys):
     from squeeze_span.models import load_backbone
-    from tests.conftest import tiny_run_overrides
 
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "configs/fashion_mnist/squeeze_span.yaml",
-                *tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run),
-            ]
-        )
-        == 0
-    )
+    assert main(["train", CONFIG, *tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run)]) == 0
     assert "step 4: loss" in capsys.readouterr().out
     out = tmp_path / "backbone.safetensors"
     assert main(["export", str(run), str(out)]) == 0
@@ -133,3 +129,208 @@ def test_fd_names_its_metric_honestly(learnable_fashion_mnist, tiny_teacher, tmp
     )
     assert main([*args[:-5], "--inception", str(tmp_path / "missing.pth"), "--no-progress"]) == 2
     assert "missing.pth is missing; FID needs pt_inception-2015-12-05" in capsys.readouterr().err
+
+
+PROBE = ["probe", "--random-init", "resnet18_cifar", "--dataset", "fashion_mnist"]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "refusal"),
+    [
+        (["sample-gan", "G.pkl", "--n", "0"], "--n", "0 is out of range; it must be an integer >= 1"),
+        (["sample-gan", "G.pkl", "--columns", "0"], "--columns", "0 is out of range; it must be an integer >= 1"),
+        (
+            ["sample-gan", "G.pkl", "--truncation", "nan"],
+            "--truncation",
+            "nan is out of range; it must be a finite number",
+        ),
+        ([*PROBE, "--batch-size", "0"], "--batch-size", "0 is out of range; it must be an integer >= 1"),
+        ([*PROBE, "--width", "0"], "--width", "0 is out of range; it must be an integer >= 1"),
+        ([*PROBE, "--size", "0"], "--size", "0 is out of range; it must be an integer >= 1"),
+        ([*PROBE, "--size", "big"], "--size", "'big' is not an integer >= 1"),
+        (
+            ["figure2", "G.pkl", "--dataset", "fashion_mnist", "--n", "3"],
+            "--n",
+            "3 is out of range; it must be an integer >= 4",
+        ),
+        (
+            ["fd", "G.pkl", "--dataset", "fashion_mnist", "--n", "1"],
+            "--n",
+            "1 is out of range; it must be an integer >= 2",
+        ),
+        (["demo", "--minutes", "0"], "--minutes", "0 is out of range; it must be a finite number > 0"),
+        (["demo", "--minutes", "-1"], "--minutes", "-1 is out of range; it must be a finite number > 0"),
+    ],
+)
+def test_a_bad_argument_is_one_line_and_status_2(args, flag, refusal, capsys):
+    assert main(args) == 2
+    prog = f"squeeze-span {args[0]}"
+    assert capsys.readouterr().err == f"ConfigError: {prog}: argument {flag}: {refusal}; see {prog} --help\n"
+
+
+def test_a_missing_command_is_one_line_and_status_2(capsys):
+    assert main([]) == 2
+    assert capsys.readouterr().err == (
+        "ConfigError: squeeze-span: the following arguments are required: COMMAND; see squeeze-span --help\n"
+    )
+
+
+def test_an_output_dir_that_is_a_file_is_one_line_and_keeps_the_file(
+    learnable_fashion_mnist, tiny_teacher, tmp_path, capsys
+):
+    blocker = tmp_path / "run"
+    blocker.write_text("my notes")
+    assert main(["train", CONFIG, *tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, blocker)]) == 2
+    assert capsys.readouterr().err == (
+        f"OSError: {blocker}: File exists; a folder is needed there; move what is there, or choose another path\n"
+    )
+    assert blocker.read_text() == "my notes"
+
+
+@pytest.mark.parametrize(
+    ("code", "fix"),
+    [
+        (errno.EROFS, "choose a writable output_dir or output path"),
+        (errno.ENOSPC, "free space on that disk, or choose an output_dir or output path on another"),
+    ],
+    ids=["read-only", "full"],
+)
+def test_a_read_only_or_full_disk_names_the_file_in_one_line(
+    code, fix, learnable_fashion_mnist, tiny_teacher, tmp_path, monkeypatch, capsys
+):
+    # Tests run as root, whom chmod does not stop: the file system's refusal is simulated at the first write.
+    def refuse(path, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    run = tmp_path / "run"
+    assert main(["train", CONFIG, *tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run)]) == 2
+    assert capsys.readouterr().err == f"OSError: {run / 'config.yaml'}: {os.strerror(code)}; {fix}\n"
+
+
+@pytest.fixture
+def exported(tmp_path) -> Path:
+    torch.manual_seed(0)
+    return save_backbone(resnet18_cifar(in_channels=1, width=4), tmp_path / "backbone.safetensors")
+
+
+def test_export_onto_a_folder_is_one_line_and_leaves_the_folder_alone(exported, tmp_path, capsys):
+    folder = tmp_path / "out.safetensors"
+    folder.mkdir()
+    assert main(["export", str(exported), str(folder)]) == 2
+    assert capsys.readouterr().err == f"OSError: {folder}: Is a directory; pass a file path, not a folder\n"
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [exported.name, folder.name]
+
+
+def test_a_full_disk_during_export_keeps_the_previous_file(exported, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out.safetensors"
+    out.write_bytes(b"the previous export")
+
+    def full(tensors, filename, metadata=None):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+
+    monkeypatch.setattr("squeeze_span.models.io.save_file", full)
+    assert main(["export", str(exported), str(out)]) == 2
+    assert capsys.readouterr().err.startswith(f"OSError: {out}: No space left on device; free space on that disk")
+    assert out.read_bytes() == b"the previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [exported.name, out.name]  # no temporary file left
+
+
+def test_an_export_without_the_suffix_reads_back(exported, tmp_path):
+    from squeeze_span.models import load_backbone
+
+    assert main(["export", str(exported), str(tmp_path / "backbone.bin")]) == 0
+    torch.testing.assert_close(
+        load_backbone(tmp_path / "backbone.bin").state_dict(), load_backbone(exported).state_dict()
+    )
+
+
+def test_a_convert_gan_folder_with_a_bad_init_kwarg_is_one_line(tiny_teacher, tmp_path, capsys):
+    description_path = tiny_teacher / "G_ema.json"
+    description = json.loads(description_path.read_text())
+    description["init_kwargs"]["img_channels"] = -3
+    description_path.write_text(json.dumps(description))
+    assert main(["sample-gan", str(tiny_teacher), "--out", str(tmp_path / "grid.png")]) == 2
+    assert capsys.readouterr().err == (
+        f"CheckpointError: {description_path}: init kwarg img_channels=-3 is out of range; it must be an integer >= 1; "
+        "fix the file, or convert the pickle again\n"
+    )
+
+
+FACTORY_MODULE = """
+import torch
+from torch import nn
+
+
+class ImagesOnly(nn.Module):
+    \"\"\"A generator with StyleGAN's call and attributes, but none of its modules.\"\"\"
+
+    z_dim, c_dim, img_channels, img_resolution = 4, 0, 3, 8
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3 * 8 * 8)
+
+    def forward(self, z, c):
+        return torch.tanh(self.fc(z)).view(-1, 3, 8, 8)
+
+
+class WithMapping(ImagesOnly):
+    def __init__(self):
+        super().__init__()
+        self.mapping = nn.Identity()
+
+
+def images_only():
+    torch.manual_seed(0)
+    return ImagesOnly()
+
+
+def with_mapping():
+    return WithMapping()
+"""
+
+
+@pytest.fixture
+def factory_module(tmp_path, monkeypatch) -> str:
+    (tmp_path / "tiny_factory_generators.py").write_text(FACTORY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "tiny_factory_generators"
+
+
+def test_sample_gan_samples_a_factory_generator(factory_module, tmp_path, capsys):
+    grid = tmp_path / "grid.png"
+    assert main(["sample-gan", f"{factory_module}:images_only", "--n", "4", "--columns", "2", "--out", str(grid)]) == 0
+    assert capsys.readouterr().out == f"wrote {grid}: 4 samples of (3, 8, 8)\n"
+    from PIL import Image
+
+    with Image.open(grid) as image:
+        assert image.size == (2 * 10 + 2, 2 * 10 + 2)
+
+
+@pytest.mark.parametrize(
+    ("factory", "missing"),
+    [
+        (
+            "images_only",
+            "a 'mapping' module (for the latent panel) and 'synthesis.b<R>' blocks (for the G-features panel)",
+        ),
+        ("with_mapping", "'synthesis.b<R>' blocks (for the G-features panel)"),
+    ],
+)
+def test_figure2_names_the_taps_a_factory_generator_lacks(factory_module, factory, missing, tmp_path, capsys):
+    args = [
+        "figure2",
+        f"{factory_module}:{factory}",
+        "--dataset",
+        "fashion_mnist",
+        "--n",
+        "8",
+        "--out",
+        str(tmp_path / "f.png"),
+    ]
+    assert main([*args, "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"ConfigError: figure 2 taps StyleGAN's modules, and this {factory.title().replace('_', '')} lacks {missing}; "
+        "use a StyleGAN2 generator (a .pkl, a convert-gan folder or a factory returning one)\n"
+    )

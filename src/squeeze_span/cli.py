@@ -1,7 +1,8 @@
 """The `squeeze-span` command: parse arguments, build the objects, run.
 
-A `UserError` (a missing file, a bad key, an unsafe pickle) is printed as one line
-and exits with status 2; anything else is a bug and keeps its traceback.
+A `UserError` (a missing file, a bad key or argument, an unsafe pickle) and an `OSError`
+(a full disk, a read-only folder, a path through a file) are printed as one line and
+exit with status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
-from squeeze_span.errors import UserError
+from squeeze_span.errors import ConfigError, UserError, describe_os_error
+from squeeze_span.validation import argument
+
+POSITIVE_INT = argument(int, min=1)
+POSITIVE_FLOAT = argument(float, above=0)
+FINITE_FLOAT = argument(float)
 
 
 def _probe(args: argparse.Namespace) -> None:
@@ -147,6 +154,7 @@ def _sample_gan(args: argparse.Namespace) -> None:
 
     teacher = Teacher(
         load_generator(args.model),
+        None,  # images only: any generator with a (z, c) call samples, with or without StyleGAN's blocks
         device=resolve_device(args.device),
         precision=args.precision,
         truncation_psi=args.truncation,
@@ -161,7 +169,6 @@ def _figure2(args: argparse.Namespace) -> None:
     import time
 
     from squeeze_span.assets import FASHION_MNIST_CLASSIFIER
-    from squeeze_span.errors import ConfigError
     from squeeze_span.eval.embedding import check_embedding
     from squeeze_span.eval.figures import embed_panels, generated_features
     from squeeze_span.eval.plots import scatter_panels
@@ -217,11 +224,20 @@ def _figure2(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes raise ConfigError: one line and status 2, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message}; see {self.prog} --help")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from squeeze_span.data import DATASETS
+    from squeeze_span.generators.stylegan2.layers import NOISE_MODES
     from squeeze_span.models import BACKBONES
+    from squeeze_span.runtime import PRECISIONS
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="squeeze-span",
         description="Distil a visual backbone from a pretrained GAN generator (Squeeze and Span).",
     )
@@ -233,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train Squeeze and Span from the shipped StyleGAN2 teacher, and VICReg on real images, each "
         "for the same time budget on real Fashion-MNIST; probe both and an untrained backbone.",
     )
-    demo.add_argument("--minutes", type=float, help="training budget of each method (default: DemoSettings.minutes, 7)")
+    demo.add_argument(
+        "--minutes", type=POSITIVE_FLOAT, help="training budget of each method (default: DemoSettings.minutes, 7)"
+    )
     demo.add_argument("--data", metavar="ROOT", help="Fashion-MNIST's IDX files (default: Debian's)")
     demo.add_argument("--output-dir", default="runs/demo")
     demo.add_argument(
@@ -258,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("checkpoint", nargs="?", help="a training checkpoint or an exported backbone (.safetensors)")
     which.add_argument("--random-init", metavar="ARCH", choices=sorted(BACKBONES), help="probe an untrained backbone")
     probe.add_argument(
-        "--width", type=int, default=16, help="base width of --random-init (16, the CPU default; paper: 64)"
+        "--width", type=POSITIVE_INT, default=16, help="base width of --random-init (16, the CPU default; paper: 64)"
     )
     probe.add_argument("--dataset", required=True, choices=DATASETS)
     probe.add_argument("--data", metavar="ROOT", help="dataset root (default: data/<NAME> as in the original project)")
@@ -270,10 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="validation: fit on 5/6 of train and score the held-out 1/6, for tuning (test is not read)",
     )
     probe.add_argument("--knn", action="store_true", help="also report weighted kNN accuracy (k=200, T=0.1)")
-    probe.add_argument("--size", type=int, help="image size the backbone sees (default: the dataset's training size)")
+    probe.add_argument(
+        "--size", type=POSITIVE_INT, help="image size the backbone sees (default: the dataset's training size)"
+    )
     probe.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    probe.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="bf16")
-    probe.add_argument("--batch-size", type=int, default=512)
+    probe.add_argument("--precision", choices=PRECISIONS, default="bf16")
+    probe.add_argument("--batch-size", type=POSITIVE_INT, default=512)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     probe.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -325,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a classifier: run folder or exported backbone (Fashion-MNIST: the shipped one)",
     )
     extractor.add_argument("--inception", metavar="PT", help="pt_inception-2015-12-05-6726825d.pth: the number is FID")
-    fd.add_argument("--n", type=int, default=10000, help="images of each set")
+    fd.add_argument("--n", type=argument(int, min=2), default=10000, help="images of each set (a covariance needs 2)")
     fd.add_argument("--device", default="auto")
     fd.add_argument("--no-progress", action="store_true")
     fd.set_defaults(handler=_fd)
@@ -346,14 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sample a generator (a .pkl, a convert-gan folder, or package.module:factory) into a PNG grid.",
     )
     sample.add_argument("model", metavar="MODEL")
-    sample.add_argument("--n", type=int, default=64, help="number of samples")
+    sample.add_argument("--n", type=POSITIVE_INT, default=64, help="number of samples")
     sample.add_argument("--out", default="grid.png")
-    sample.add_argument("--columns", type=int, help="images per row (default: a square grid)")
+    sample.add_argument("--columns", type=POSITIVE_INT, help="images per row (default: a square grid)")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--truncation", type=float, default=1.0, help="truncation psi (StyleGAN2)")
-    sample.add_argument("--noise-mode", choices=("const", "random", "none"), default="const")
+    sample.add_argument("--truncation", type=FINITE_FLOAT, default=1.0, help="truncation psi (StyleGAN2)")
+    sample.add_argument("--noise-mode", choices=NOISE_MODES, default="const")
     sample.add_argument("--device", default="auto")
-    sample.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    sample.add_argument("--precision", choices=PRECISIONS, default="fp32")
     sample.set_defaults(handler=_sample_gan)
 
     figure2 = commands.add_parser(
@@ -371,7 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     figure2.add_argument(
         "--classifier", metavar="BACKBONE", help="a backbone with a classifier head (Fashion-MNIST: the shipped one)"
     )
-    figure2.add_argument("--n", type=int, default=5000, help="generated images (the paper: 50,000, with UMAP)")
+    figure2.add_argument(
+        "--n",
+        type=argument(int, min=4),
+        default=5000,
+        help="generated images, at least 4 (the paper: 50,000, with UMAP)",
+    )
     figure2.add_argument(
         "--embedding",
         choices=("tsne", "umap"),
@@ -388,11 +413,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         args.handler(args)
     except UserError as error:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"OSError: {describe_os_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -9,7 +9,10 @@ defaults, the YAML file and the ``key=value`` overrides, and returns the schema'
 dataclass. A section whose fields depend on a choice (the ``method`` section, whose
 ``name`` picks the method) is typed by ``variants``. An unknown key, or a value of the
 wrong type, raises :class:`~squeeze_span.errors.ConfigError` naming the key and the
-closest valid one.
+closest valid one. Each field states the values it accepts next to its default
+(:func:`bounded`, :func:`choice`; every float must be finite), and ``load_config`` checks
+the whole resolved tree once (:func:`validate`), so a bad value stops with one line
+naming the key, the value and what it must be, before anything is built.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-from collections.abc import Mapping, Sequence
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, TypeVar
@@ -27,8 +31,22 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from squeeze_span.errors import ConfigError
+from squeeze_span.generators.stylegan2.layers import ARCHITECTURES, NOISE_MODES
+from squeeze_span.runtime import PRECISIONS
+from squeeze_span.validation import Bounds, Choice
 
 T = TypeVar("T")
+RULE = "rule"  # the field metadata key that holds the Bounds or Choice a field's values must meet
+
+
+def bounded(default: Any, **bounds: float | bool) -> Any:
+    """A dataclass field with ``default`` whose values must meet ``Bounds(**bounds)`` (None passes where Optional)."""
+    return field(default=default, metadata={RULE: Bounds(**bounds)})
+
+
+def choice(default: str, options: Iterable[str]) -> Any:
+    """A dataclass field with ``default`` whose value must be one of ``options``."""
+    return field(default=default, metadata={RULE: Choice(tuple(options))})
 
 
 @dataclass
@@ -36,7 +54,7 @@ class DataConfig:
     dataset: str = "cifar10"
     root: Optional[str] = None  # None: the dataset's default (data/CIFAR10, ...)
     split: str = "train"  # STL-10 trains on train+unlabeled
-    image_size: Optional[int] = None  # None: the dataset's training size (32, or 96 for STL-10)
+    image_size: Optional[int] = bounded(None, min=1)  # None: the dataset's training size (32, or 96 for STL-10)
     on_device: bool = True  # keep the real images on the device as one uint8 tensor when they fit
 
 
@@ -45,53 +63,56 @@ class TeacherConfig:
     path: Optional[str] = None  # a StyleGAN2-ADA .pkl, a convert-gan folder, or package.module:factory
     features: str = r"synthesis\.b\d+$"  # the modules whose outputs are h^g(w); 'mapping$' taps w
     truncation_psi: float = 1.0
-    noise_mode: str = "random"  # the authors' code calls G(z, c) with NVIDIA's default, random noise
-    pool_size: int = 0  # > 0: render this many samples once and draw from them (fresh augmentation each draw)
+    noise_mode: str = choice("random", NOISE_MODES)  # the authors' code calls G(z, c) with NVIDIA's default
+    # > 0: render this many samples once and draw from them (fresh augmentation each draw)
+    pool_size: int = bounded(0, min=0)
 
 
 @dataclass
 class ModelConfig:
     backbone: str = "resnet18_cifar"
-    width: int = 64  # base width of the ResNet; the CPU configs use 16
+    width: int = bounded(64, min=1)  # base width of the ResNet; the CPU configs use 16
     zero_init_residual: bool = True
-    proj_layers: int = 5  # linear layers in the projector: (Linear-BN-ReLU) x (n-1), then Linear
-    proj_hidden: Optional[int] = None  # None: the backbone's feature width, as the authors' code
-    proj_dim: int = 2048
+    proj_layers: int = bounded(5, min=1)  # linear layers in the projector: (Linear-BN-ReLU) x (n-1), then Linear
+    proj_hidden: Optional[int] = bounded(None, min=1)  # None: the backbone's feature width, as the authors' code
+    proj_dim: int = bounded(2048, min=1)
 
 
 @dataclass
 class OptimizerConfig:
-    base_lr: float = 0.03  # the learning rate is base_lr * batch_size / 256
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_steps: int = 0  # linear warm-up before the cosine decay
+    base_lr: float = bounded(0.03, above=0)  # the learning rate is base_lr * batch_size / 256
+    momentum: float = bounded(0.9, min=0, below=1)
+    weight_decay: float = bounded(5e-4, min=0)
+    warmup_steps: int = bounded(0, min=0)  # linear warm-up before the cosine decay
 
 
 @dataclass
 class RunSettings:
     """What every trainer's ``train`` section holds: device, precision, seed, budget and cadence."""
 
-    max_seconds: Optional[float] = None  # stop this invocation, with a checkpoint, after this wall time
-    precision: str = "bf16"  # fp32 | bf16 | fp16 (GPU only)
-    device: str = "auto"
-    seed: int = 0
-    log_every: int = 10  # steps
-    checkpoint_every: int = 100  # steps between writes of checkpoints/last.pt
+    # Stop this invocation, with a checkpoint, after this wall time.
+    max_seconds: Optional[float] = bounded(None, above=0)
+    precision: str = choice("bf16", PRECISIONS)  # fp16: GPU only
+    device: str = "auto"  # checked where it is resolved: squeeze_span.runtime.resolve_device
+    seed: int = bounded(0, min=0, max=2**32 - 1)
+    log_every: int = bounded(10, min=1)  # steps
+    checkpoint_every: int = bounded(100, min=1)  # steps between writes of checkpoints/last.pt
     progress: bool = True
 
 
 @dataclass
 class TrainConfig(RunSettings):
-    batch_size: int = 512  # global: split over ranks, and between synthetic and real images
-    epochs: int = 800  # an epoch is as many steps as the real train set holds batches
-    max_steps: Optional[int] = None  # stop (and end the schedule) after this many steps
+    # Global: split over ranks, and between synthetic and real images; batch statistics need two.
+    batch_size: int = bounded(512, min=2)
+    epochs: int = bounded(800, min=1)  # an epoch is as many steps as the real train set holds batches
+    max_steps: Optional[int] = bounded(None, min=1)  # stop (and end the schedule) after this many steps
     # A time budget for the whole run, in seconds, instead of a number of steps: the learning rate
     # follows the fraction of the budget spent, and the run ends when it is spent (resumes included).
-    budget_seconds: Optional[float] = None
-    snapshot_every: int = 0  # steps between kept copies checkpoints/step_N.pt; 0: none
-    knn_every: int = 0  # steps between kNN monitors on the test split; 0: only at the end
-    knn_train_samples: int = 10000  # the kNN bank: this many labeled training images (0: all)
-    knn_test_samples: int = 2000
+    budget_seconds: Optional[float] = bounded(None, above=0)
+    snapshot_every: int = bounded(0, min=0)  # steps between kept copies checkpoints/step_N.pt; 0: none
+    knn_every: int = bounded(0, min=0)  # steps between kNN monitors on the test split; 0: only at the end
+    knn_train_samples: int = bounded(10000, min=0)  # the kNN bank: this many labeled training images (0: all)
+    knn_test_samples: int = bounded(2000, min=0)
 
 
 @dataclass
@@ -114,7 +135,8 @@ class GanDataConfig:
     dataset: str = "fashion_mnist"
     root: Optional[str] = None  # None: the dataset's default folder
     split: str = "train"
-    resolution: Optional[int] = None  # None: the next power of two >= the image size (28 -> 32, zero-padded)
+    # None: the next power of two >= the image size (28 -> 32, zero-padded)
+    resolution: Optional[int] = bounded(None, min=4, power_of_two=True)
     on_device: bool = True
 
 
@@ -122,23 +144,23 @@ class GanDataConfig:
 class GanGeneratorConfig:
     """``squeeze_span.generators.stylegan2.Generator`` init kwargs (c_dim, resolution, channels come from the data)."""
 
-    z_dim: int = 128
-    w_dim: int = 128
+    z_dim: int = bounded(128, min=1)
+    w_dim: int = bounded(128, min=1)
     mapping_kwargs: Dict[str, Any] = field(default_factory=lambda: {"num_layers": 2})
     synthesis_kwargs: Dict[str, Any] = field(
         default_factory=lambda: {"channel_base": 2048, "channel_max": 64, "architecture": "skip", "conv_clamp": None}
     )
-    noise_mode: str = "random"  # per-pixel noise while training, as StyleGAN2
+    noise_mode: str = choice("random", NOISE_MODES)  # per-pixel noise while training, as StyleGAN2
 
 
 @dataclass
 class GanDiscriminatorConfig:
     """``squeeze_span.generators.stylegan2.Discriminator`` init kwargs."""
 
-    architecture: str = "resnet"  # orig | skip | resnet
-    channel_base: int = 2048
-    channel_max: int = 64
-    conv_clamp: Optional[float] = None
+    architecture: str = choice("resnet", ARCHITECTURES)
+    channel_base: int = bounded(2048, min=1)
+    channel_max: int = bounded(64, min=1)
+    conv_clamp: Optional[float] = bounded(None, above=0)
     block_kwargs: Dict[str, Any] = field(default_factory=dict)
     epilogue_kwargs: Dict[str, Any] = field(default_factory=lambda: {"mbstd_group_size": 4})
 
@@ -147,39 +169,41 @@ class GanDiscriminatorConfig:
 class GanOptimizerConfig:
     """Adam for G and D: StyleGAN2-ADA's cifar recipe (lr 0.0025, betas (0, 0.99), eps 1e-8)."""
 
-    g_lr: float = 0.0025
-    d_lr: float = 0.0025
-    beta1: float = 0.0
-    beta2: float = 0.99
-    eps: float = 1e-8
+    g_lr: float = bounded(0.0025, above=0)
+    d_lr: float = bounded(0.0025, above=0)
+    beta1: float = bounded(0.0, min=0, below=1)
+    beta2: float = bounded(0.99, min=0, below=1)
+    eps: float = bounded(1e-8, above=0)
 
 
 @dataclass
 class GanLossConfig:
-    r1_gamma: float = 0.1  # weight of (gamma / 2) * R1; NVIDIA's cifar recipe: 0.01
-    r1_interval: int = 16  # lazy regularization: R1 every this many D steps (1: every step)
-    r1_precision: str = "fp32"  # fp32: the R1 pass runs with autocast off; 'train': in train.precision
-    ema_kimg: float = 10.0  # G_ema half-life in thousands of images
-    ema_rampup: Optional[float] = 0.05  # half-life at most this fraction of the images seen; None: off
+    r1_gamma: float = bounded(0.1, min=0)  # weight of (gamma / 2) * R1; NVIDIA's cifar recipe: 0.01
+    r1_interval: int = bounded(16, min=1)  # lazy regularization: R1 every this many D steps (1: every step)
+    # fp32: the R1 pass runs with autocast off; 'train': in train.precision
+    r1_precision: str = choice("fp32", ("fp32", "train"))
+    ema_kimg: float = bounded(10.0, min=0)  # G_ema half-life in thousands of images
+    # Half-life at most this fraction of the images seen; None: off.
+    ema_rampup: Optional[float] = bounded(0.05, above=0)
 
 
 @dataclass
 class GanAugmentConfig:
     diffaugment: bool = False  # translation + cutout on real and fake images before D (small data)
-    translation: float = 0.125  # largest shift, as a fraction of the image size
-    cutout: float = 0.5  # side of the zeroed square, as a fraction of the image size
+    translation: float = bounded(0.125, min=0, max=1)  # largest shift, as a fraction of the image size
+    cutout: float = bounded(0.5, min=0, max=1)  # side of the zeroed square, as a fraction of the image size
 
 
 @dataclass
 class GanTrainConfig(RunSettings):
     """max_seconds also writes a snapshot when it stops."""
 
-    batch_size: int = 32
-    total_kimg: float = 1000.0  # stop after this many thousand real images
-    log_every: int = 50  # steps
-    checkpoint_every: int = 500  # steps between writes of checkpoints/last.pt
-    snapshot_kimg: float = 50.0  # thousands of images between snapshots/network-snapshot-KIMG/
-    grid_size: int = 64  # samples of G_ema on fixed latents in each snapshot's grid
+    batch_size: int = bounded(32, min=1)
+    total_kimg: float = bounded(1000.0, above=0)  # stop after this many thousand real images
+    log_every: int = bounded(50, min=1)  # steps
+    checkpoint_every: int = bounded(500, min=1)  # steps between writes of checkpoints/last.pt
+    snapshot_kimg: float = bounded(50.0, above=0)  # thousands of images between snapshots/network-snapshot-KIMG/
+    grid_size: int = bounded(64, min=1)  # samples of G_ema on fixed latents in each snapshot's grid
 
 
 @dataclass
@@ -276,9 +300,31 @@ def load_config(
         except (ConfigKeyError, ValidationError) as error:
             raise _user_error(error, base, source) from None
     try:
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         raise _user_error(error, base, "the config") from None
+    validate(config)
+    return config  # type: ignore[return-value]
+
+
+def validate(config: Any, prefix: str = "") -> None:
+    """Check every field of a config dataclass tree against its rule; a float without one must be finite.
+
+    The types are OmegaConf's to enforce (None, too, passes only where a field is Optional);
+    this checks the ranges and choices, and raises :class:`ConfigError` at the first miss.
+    """
+    hints = typing.get_type_hints(type(config))
+    for spec in dataclasses.fields(config):
+        key, value = f"{prefix}{spec.name}", getattr(config, spec.name)
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{key}.")
+            continue
+        rule = spec.metadata.get(RULE, Bounds() if isinstance(value, float) else None)
+        if value is None or rule is None or rule.admits(value):
+            continue
+        nullable = type(None) in typing.get_args(hints[spec.name])
+        allowed = rule.describe(isinstance(value, int)) + (" or null" if nullable else "")
+        raise ConfigError(f"{key}={value!r} {rule.verdict}; it must be {allowed}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

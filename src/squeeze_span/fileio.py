@@ -5,6 +5,7 @@ and pickles read so that a downloaded one cannot run code.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
 import tempfile
@@ -23,6 +24,8 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     the whole new one.
     """
     path = Path(path)
+    if path.is_dir():  # else the rename fails at the end, naming the temporary file, after the work is done
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(descriptor)

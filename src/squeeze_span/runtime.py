@@ -14,11 +14,35 @@ from squeeze_span.errors import ConfigError
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks the first CUDA GPU when one is visible, else the CPU."""
+    """The torch device that ``device`` names: 'auto' picks the first CUDA GPU when one is visible, else the CPU.
+
+    Every device setting (train.device, --device, each rank's GPU) comes through here, so
+    a device this machine lacks stops with one line, not deep in the first tensor's move.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        resolved = None
+    if resolved is None or resolved.type not in DEVICE_TYPES:
+        raise ConfigError(f"device {device!r} is unknown; use auto, cpu, cuda, cuda:N or mps")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} needs a CUDA GPU, and torch sees none; use device=cpu or auto")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ConfigError(
+                f"device {device!r} names GPU {resolved.index}, but torch sees {count}; "
+                f"use device=cuda:0 to cuda:{count - 1}, cpu or auto"
+            )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} needs Apple's MPS, which this machine lacks; use device=cpu or auto")
+    return resolved
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -114,3 +114,44 @@ def test_a_factory_import_path_names_a_generator():
     assert isinstance(generator, Generator) and generator.z_dim == 8
     with pytest.raises(ConfigError, match="cannot import the generator factory 'no_such_package.module:make'"):
         load_generator("no_such_package.module:make")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "refusal"),
+    [
+        ("img_channels", -3, "img_channels=-3 is out of range; it must be an integer >= 1"),
+        ("img_resolution", 24, "img_resolution=24 is out of range; it must be a power of two >= 4"),
+        ("z_dim", 8.0, "z_dim=8.0 is out of range; it must be an integer >= 1"),
+        ("w_dim", True, "w_dim=True is out of range; it must be an integer >= 1"),
+        (
+            "mapping_kwargs",
+            {"num_layers": 0},
+            "mapping_kwargs.num_layers=0 is out of range; it must be an integer >= 1",
+        ),
+        (
+            "synthesis_kwargs",
+            {**TINY_SYNTHESIS, "architecture": "dense"},
+            "synthesis_kwargs.architecture='dense' is unknown; it must be one of orig, skip, resnet",
+        ),
+    ],
+)
+def test_bad_init_kwargs_in_a_description_name_the_file_key_and_value(key, value, refusal, tmp_path):
+    save_network(tiny_generator(), tmp_path, "G")
+    description_path = tmp_path / "G.json"
+    description = json.loads(description_path.read_text())
+    description["init_kwargs"][key] = value
+    description_path.write_text(json.dumps(description))
+    with pytest.raises(CheckpointError) as error:
+        load_networks(tmp_path)
+    assert str(error.value) == f"{description_path}: init kwarg {refusal}; fix the file, or convert the pickle again"
+
+
+def test_bad_init_kwargs_in_a_pickle_name_the_pickle(tmp_path, monkeypatch):
+    from squeeze_span.generators import loading
+    from squeeze_span.generators.safe_pickle import PickledModule
+
+    kwargs = {**tiny_generator().init_kwargs, "img_channels": 0}
+    network = PickledModule("training.networks.Generator", (), kwargs, {}, {})
+    monkeypatch.setattr(loading, "read_stylegan2_pkl", lambda path: {"G_ema": network})
+    with pytest.raises(CheckpointError, match=r"^\S+G\.pkl: init kwarg img_channels=0 is out of range; it must be"):
+        load_stylegan2_pkl(tmp_path / "G.pkl")

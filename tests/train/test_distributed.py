@@ -3,10 +3,13 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 from squeeze_span.data import BatchAugmentation
+from squeeze_span.errors import ConfigError
+from squeeze_span.train.distributed import init_distributed
 from tests.conftest import tiny_run_overrides
 from tests.train.test_trainer import make_trainer
 
@@ -68,3 +71,12 @@ def test_two_ranks_of_half_a_batch_equal_one_process_of_the_whole(learnable_fash
         torch.testing.assert_close(rank0[name], value, rtol=1e-3, atol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
         moved += not torch.equal(initial[name], value)
     assert moved > 10  # the step changed the weights, so the comparison means something
+
+
+def test_a_local_rank_beyond_the_gpus_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    with pytest.raises(ConfigError, match=r"^device 'cuda:3' names GPU 3, but torch sees 2"):
+        init_distributed("cuda")

@@ -102,7 +102,7 @@ def test_resume_in_two_invocations_equals_one_run(learnable_fashion_mnist, tmp_p
 
 def test_max_seconds_stops_with_a_checkpoint_and_a_snapshot(learnable_fashion_mnist, tmp_path, capsys):
     run = tmp_path / "run"
-    overrides = tiny_overrides(learnable_fashion_mnist, run, **{"train.max_seconds": 0, "train.snapshot_kimg": 100})
+    overrides = tiny_overrides(learnable_fashion_mnist, run, **{"train.max_seconds": 1e-9, "train.snapshot_kimg": 100})
     assert main(["train-gan", CONFIG, *overrides]) == 0
     assert "stopped (train.max_seconds)" in capsys.readouterr().out
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1

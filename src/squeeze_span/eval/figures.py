@@ -30,6 +30,11 @@ from squeeze_span.models import ResNet
 # The discriminator's block outputs b{R} ... b8 and the epilogue's fc; b4 itself is the score.
 DISCRIMINATOR_FEATURES = r"^(b\d+(?<!b4)|b4\.fc)$"
 LATENT_PANEL, GENERATOR_PANEL, DISCRIMINATOR_PANEL = "Latent", "G features", "D features"
+# The generator's modules each panel taps, and how to name them to someone whose generator lacks them.
+GENERATOR_TAPS = {
+    LATENT_FEATURES: "a 'mapping' module (for the latent panel)",
+    DEFAULT_FEATURES: "'synthesis.b<R>' blocks (for the G-features panel)",
+}
 
 CLASS_NAMES: dict[str, list[str]] = {
     "fashion_mnist": FASHION_MNIST_CLASSES,
@@ -109,8 +114,15 @@ def generated_features(
         )
     if count < 4 or batch_size < 1:
         raise ConfigError(f"figure 2 needs at least 4 images in batches of at least 1, got {count} and {batch_size}")
+    names = [name for name, _ in generator.named_modules()]
+    missing = [taps for regex, taps in GENERATOR_TAPS.items() if not any(re.search(regex, name) for name in names)]
+    if missing:
+        raise ConfigError(
+            f"figure 2 taps StyleGAN's modules, and this {type(generator).__name__} lacks {' and '.join(missing)}; "
+            "use a StyleGAN2 generator (a .pkl, a convert-gan folder or a factory returning one)"
+        )
     device = torch.device(device)
-    teacher = Teacher(generator, f"{LATENT_FEATURES}|{DEFAULT_FEATURES}", device=device, seed=seed)
+    teacher = Teacher(generator, "|".join(GENERATOR_TAPS), device=device, seed=seed)
     latent_names = {name for name in teacher.feature_names if re.search(LATENT_FEATURES, name)}
     mean, std = DATASET_STATS[dataset]
     size = image_size or DEFAULT_SIZES.get(dataset) or teacher.image_shape[-1]

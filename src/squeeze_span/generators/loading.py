@@ -27,11 +27,43 @@ from squeeze_span.errors import CheckpointError, ConfigError
 from squeeze_span.fileio import atomic_write
 from squeeze_span.generators.safe_pickle import PickledModule, read_stylegan2_pkl
 from squeeze_span.generators.stylegan2 import build_network
+from squeeze_span.generators.stylegan2.layers import ARCHITECTURES
+from squeeze_span.validation import Bounds, Choice
 
 FORMAT = "squeeze-span-stylegan2"
 VERSION = 1
 NETWORK_NAMES = ("G_ema", "G", "D")  # in the order a teacher is looked for
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# What a stored network's init kwargs (and the dicts nested in them) must hold: a bad value
+# would fail deep in a constructor, or build a network that fails at its first call.
+INIT_KWARG_RULES: dict[str, tuple[type, Bounds | Choice]] = {
+    "z_dim": (int, Bounds(min=1)),
+    "c_dim": (int, Bounds(min=0)),
+    "w_dim": (int, Bounds(min=1)),
+    "img_resolution": (int, Bounds(min=4, power_of_two=True)),
+    "img_channels": (int, Bounds(min=1)),
+    "channel_base": (int, Bounds(min=1)),
+    "channel_max": (int, Bounds(min=1)),
+    "num_fp16_res": (int, Bounds(min=0)),
+    "num_layers": (int, Bounds(min=1)),
+    "architecture": (str, Choice(ARCHITECTURES)),
+}
+
+
+def check_init_kwargs(source: str | os.PathLike[str], init_kwargs: dict[str, Any], prefix: str = "") -> None:
+    """Refuse, naming ``source``, the key and the value, init kwargs that break :data:`INIT_KWARG_RULES`."""
+    for key, value in init_kwargs.items():
+        if isinstance(value, dict):
+            check_init_kwargs(source, value, f"{prefix}{key}.")
+        if key not in INIT_KWARG_RULES:
+            continue
+        kind, rule = INIT_KWARG_RULES[key]
+        if isinstance(value, bool) or not isinstance(value, kind) or not rule.admits(value):
+            allowed = rule.describe(kind is int)
+            raise CheckpointError(
+                f"{source}: init kwarg {prefix}{key}={value!r} {rule.verdict}; it must be {allowed}; "
+                "fix the file, or convert the pickle again"
+            )
 
 
 def load_stylegan2_pkl(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -44,6 +76,7 @@ def load_stylegan2_pkl(path: str | os.PathLike[str]) -> dict[str, Any]:
     networks: dict[str, Any] = {}
     for key, value in read_stylegan2_pkl(path).items():
         if key in NETWORK_NAMES and isinstance(value, PickledModule):
+            check_init_kwargs(path, value.init_kwargs)
             networks[key] = build_network(value.class_name, value.init_kwargs, value.init_args, value.state_dict)
         elif not isinstance(value, PickledModule):
             networks[key] = value
@@ -88,6 +121,11 @@ def load_network(weights: str | os.PathLike[str]) -> nn.Module:
         raise CheckpointError(
             f"{description_path} has format version {description.get('version')!r}; this squeeze-span reads {VERSION}"
         )
+    if not isinstance(description.get("class_name"), str) or not isinstance(description.get("init_kwargs"), dict):
+        raise CheckpointError(
+            f"{description_path} lacks a class_name or an init_kwargs mapping; convert the pickle again"
+        )
+    check_init_kwargs(description_path, description.get("init_kwargs"))
     try:
         state_dict = load_file(weights)
     except (SafetensorError, OSError) as error:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from squeeze_span.config import bounded
 from squeeze_span.data import center_view, match_channels
 from squeeze_span.data.stream import RealBatch
 from squeeze_span.errors import ConfigError
@@ -33,14 +34,14 @@ from squeeze_span.runtime import full_precision
 @dataclass
 class SqueezeSpanConfig:
     name: str = "squeeze_span"
-    syn_ratio: float = 0.5  # alpha: the synthetic share of the batch and of the loss
-    invariance_weight: float = 25.0  # lambda
-    variance_weight: float = 25.0  # mu
-    covariance_weight: float = 1.0  # nu
+    syn_ratio: float = bounded(0.5, min=0, max=1)  # alpha: the synthetic share of the batch and of the loss
+    invariance_weight: float = bounded(25.0, min=0)  # lambda
+    variance_weight: float = bounded(25.0, min=0)  # mu
+    covariance_weight: float = bounded(1.0, min=0)  # nu
     teacher_regularization: bool = False  # also mu L_var(Z_g) + nu L_cov(Z_g)
     augment_syn: bool = True  # augment the generated images (off: a center view)
-    a_depth: int = 3  # T_phi's layers after the laterals; 0: concatenated pooled features
-    a_hidden: int = 2048  # T_phi's hidden width
+    a_depth: int = bounded(3, min=0)  # T_phi's layers after the laterals; 0: concatenated pooled features
+    a_hidden: int = bounded(2048, min=1)  # T_phi's hidden width
 
 
 class SqueezeSpan(Method):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from squeeze_span.config import bounded
 from squeeze_span.data import BatchAugmentation
 from squeeze_span.data.stream import RealBatch
 from squeeze_span.errors import ConfigError
@@ -25,8 +26,8 @@ from squeeze_span.runtime import full_precision
 @dataclass
 class SupervisedConfig:
     name: str = "supervised"
-    crop_scale_min: float = 0.5
-    label_smoothing: float = 0.0
+    crop_scale_min: float = bounded(0.5, above=0, max=1)  # the smallest crop, as a fraction of the image area
+    label_smoothing: float = bounded(0.0, min=0, max=1)
 
 
 class Supervised(Method):

@@ -37,7 +37,7 @@ def init_distributed(device: str = "auto") -> DistributedContext:
         return DistributedContext(0, 1, resolve_device(device))
     resolved = resolve_device(device)
     if resolved.type == "cuda":
-        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        resolved = resolve_device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
         torch.cuda.set_device(resolved)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")

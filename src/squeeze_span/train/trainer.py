@@ -135,7 +135,11 @@ class Trainer:
                 "train.budget_seconds and train.max_steps both set the run's length; set one of them to null"
             )
         self.total_steps = (
-            math.inf if train.budget_seconds is not None else train.max_steps or train.epochs * self.steps_per_epoch
+            math.inf
+            if train.budget_seconds is not None
+            else train.max_steps
+            if train.max_steps is not None
+            else train.epochs * self.steps_per_epoch
         )
         # The rate is set before every step from the config, never restored from a checkpoint: a
         # resumed run follows the config it is resumed with.

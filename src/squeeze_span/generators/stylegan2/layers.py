@@ -29,6 +29,8 @@ from squeeze_span.errors import ConfigError
 from squeeze_span.generators.stylegan2 import ops
 
 DEFAULT_FILTER = (1, 3, 3, 1)
+ARCHITECTURES = ("orig", "skip", "resnet")  # of synthesis and discriminator blocks
+NOISE_MODES = ("random", "const", "none")  # per-pixel noise: drawn afresh, the stored noise_const, or none
 
 
 def _plain(value: Any) -> Any:
@@ -294,8 +296,8 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", gain: float = 1.0) -> torch.Tensor:
-        if noise_mode not in ("random", "const", "none"):
-            raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -378,8 +380,8 @@ class SynthesisBlock(nn.Module):
         **layer_kwargs: Any,
     ) -> None:
         super().__init__()
-        if architecture not in ("orig", "skip", "resnet"):
-            raise ConfigError(f"synthesis architecture must be 'orig', 'skip' or 'resnet', got {architecture!r}")
+        if architecture not in ARCHITECTURES:
+            raise ConfigError(f"synthesis architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
         self.in_channels = in_channels
         self.w_dim = w_dim
         self.resolution = resolution
@@ -482,8 +484,10 @@ class DiscriminatorBlock(nn.Module):
         freeze_layers: int = 0,
     ) -> None:
         super().__init__()
-        if architecture not in ("orig", "skip", "resnet"):
-            raise ConfigError(f"discriminator architecture must be 'orig', 'skip' or 'resnet', got {architecture!r}")
+        if architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"discriminator architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}"
+            )
         self.in_channels = in_channels
         self.resolution = resolution
         self.img_channels = img_channels
