@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from squeeze_span.demo import DemoSettings, run_demo, summary
 
 
@@ -56,3 +58,15 @@ def test_a_tuning_demo_with_a_teacher_pool_probes_the_validation_split(learnable
     assert results["split"] == "validation" and results["squeeze_span"]["steps"] >= 1
     config = (tmp_path / "demo" / "squeeze_span" / "config.yaml").read_text()
     assert "pool_size: 40" in config
+
+
+def test_a_bad_override_is_refused_before_the_previous_demo_is_removed(tmp_path):
+    from squeeze_span.errors import ConfigError
+
+    previous = tmp_path / "demo" / "squeeze_span" / "metrics.jsonl"
+    previous.parent.mkdir(parents=True)
+    previous.write_text("{}\n")
+    settings = DemoSettings(output_dir=str(tmp_path / "demo"), overrides=("optimizer.base_lr=-1",), progress=False)
+    with pytest.raises(ConfigError, match="optimizer.base_lr=-1"):
+        run_demo(settings)
+    assert previous.exists()

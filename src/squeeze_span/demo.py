@@ -91,6 +91,8 @@ def train_for(settings: DemoSettings, name: str, seconds: float | None, steps: i
 
 def run_demo(settings: DemoSettings) -> dict[str, Any]:
     seconds = settings.minutes * 60
+    for name in RUNS:  # a bad override is refused before the previous demo's folder is removed
+        _config(settings, name, [f"train.budget_seconds={seconds}"])
     shutil.rmtree(settings.output_dir, ignore_errors=True)  # a demo starts afresh
     results: dict[str, Any] = {}
     for index, name in enumerate(RUNS, 1):
