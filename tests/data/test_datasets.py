@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from squeeze_span.cli import main
 from squeeze_span.data import datasets
 from squeeze_span.data.datasets import (
     DATASET_STATS,
@@ -153,6 +154,37 @@ def test_cifar_label_count_mismatch(tmp_path):
     write_pickle(path, {b"labels": [1, 2, 3], b"data": np.zeros((2, 3072), np.uint8)})
     with pytest.raises(DatasetError, match="2 images but 3 labels"):
         load_dataset("cifar10", tmp_path, "test")
+
+
+@pytest.mark.parametrize(
+    ("labels", "found"), [(["cat", "dog"], "'cat'"), ([3, 12], "12"), ([1, -1], "-1"), ([1.0, 2.0], "1.0")]
+)
+def test_cifar_labels_must_be_integers_in_range(tmp_path, labels, found):
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    write_pickle(path, {b"labels": labels, b"data": np.zeros((2, 3072), np.uint8)})
+    with pytest.raises(DatasetError) as error:
+        load_dataset("cifar10", tmp_path, "test")
+    assert str(error.value).startswith(f"{path} is corrupt: labels must be integers in [0, 10); found {found}; ")
+
+
+def test_cifar_meta_must_name_every_class(tmp_path):
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "batches.meta"
+    write_pickle(path, {b"label_names": [b"a"] * 9})
+    with pytest.raises(DatasetError, match=f"^{path} is truncated or corrupt \\(9 class names, not 10\\)"):
+        load_dataset("cifar10", tmp_path, "test")
+
+
+def test_cifar_probe_of_string_labels_is_one_line_and_status_2(tmp_path, capsys):
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_4"
+    write_pickle(path, {b"labels": [1, "cat"], b"data": np.zeros((2, 3072), np.uint8)})
+    args = ["probe", "--random-init", "resnet18_cifar", "--width", "4", "--dataset", "cifar10", "--data", str(tmp_path)]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(f"DatasetError: {path} is corrupt: labels must be integers in [0, 10); found 'cat'")
 
 
 class Python2Pickler(pickle._Pickler):

@@ -292,6 +292,7 @@ class _CifarLayout:
     folder: str
     files: dict[str, tuple[str, ...]]
     label_key: bytes
+    num_classes: int
     meta_file: str
     names_key: bytes
 
@@ -302,6 +303,7 @@ _CIFAR_LAYOUTS = {
         folder="cifar-10-batches-py",
         files={"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
         label_key=b"labels",
+        num_classes=10,
         meta_file="batches.meta",
         names_key=b"label_names",
     ),
@@ -310,6 +312,7 @@ _CIFAR_LAYOUTS = {
         folder="cifar-100-python",
         files={"train": ("train",), "test": ("test",)},
         label_key=b"fine_labels",
+        num_classes=100,
         meta_file="meta",
         names_key=b"fine_label_names",
     ),
@@ -327,6 +330,18 @@ def _load_cifar_pickle(path: Path, keys: tuple[bytes, ...], fix: str) -> dict[by
     return content
 
 
+def _class_labels(path: Path, values: Any, num_classes: int, fix: str) -> np.ndarray:
+    """``values`` as int64 labels, after checking that each is an integer in [0, num_classes)."""
+    items = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values]
+    for item in items:
+        value = item.item() if isinstance(item, np.generic) else item
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < num_classes:
+            raise DatasetError(
+                f"{path} is corrupt: labels must be integers in [0, {num_classes}); found {value!r}; {fix}"
+            )
+    return np.asarray(items, dtype=np.int64)
+
+
 def _read_cifar(name: str, root: Path, split: str) -> ImageDataset:
     layout = _CIFAR_LAYOUTS[name]
     fix = f"download {layout.title} (python version) and extract it into {root}/"
@@ -336,15 +351,17 @@ def _read_cifar(name: str, root: Path, split: str) -> ImageDataset:
         path = folder / file_name
         batch = _load_cifar_pickle(path, (b"data", layout.label_key), fix)
         data = batch[b"data"]
-        batch_labels = np.asarray(batch[layout.label_key], dtype=np.int64)
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise _truncated(path, "data is not a uint8 array of rows of 3072 pixels", fix)
+        batch_labels = _class_labels(path, batch[layout.label_key], layout.num_classes, fix)
         if batch_labels.shape != (len(data),):
             raise _truncated(path, f"{len(data)} images but {batch_labels.size} labels", fix)
         images.append(data)
         labels.append(batch_labels)
     meta = _load_cifar_pickle(folder / layout.meta_file, (layout.names_key,), fix)
     classes = [label.decode() if isinstance(label, bytes) else str(label) for label in meta[layout.names_key]]
+    if len(classes) != layout.num_classes:
+        raise _truncated(folder / layout.meta_file, f"{len(classes)} class names, not {layout.num_classes}", fix)
     # A row holds the R plane, then G, then B, each row-major 32x32: a plain reshape.
     data = images[0] if len(images) == 1 else np.concatenate(images)
     return ImageDataset(data.reshape(-1, 3, 32, 32), np.concatenate(labels), classes, name)
