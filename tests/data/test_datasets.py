@@ -481,6 +481,26 @@ def test_imagefolder_grayscale_keeps_one_channel(tmp_path):
     assert_items_match(dataset, images, [0, 1])
 
 
+def test_imagefolder_16_bit_pngs_scale_to_8_bits(tmp_path):
+    values = np.array([[0, 128, 129, 257], [300, 385, 386, 65535]], dtype=np.uint16)
+    expected = np.array([[0, 0, 1, 1], [1, 1, 2, 255]], dtype=np.uint8)  # round(v / 257)
+    sixteen_bit = Image.fromarray(values)
+    assert sixteen_bit.mode == "I;16"
+    (tmp_path / "a").mkdir()
+    sixteen_bit.save(tmp_path / "a" / "1.png")
+    Image.fromarray(expected).convert("LA").save(tmp_path / "a" / "2.png")  # 8-bit gray with alpha: still gray
+    dataset = load_dataset("imagefolder", tmp_path)
+    assert dataset.num_channels == 1
+    assert_items_match(dataset, np.stack([expected[None], expected[None]]), [0, 0])
+    Image.new("RGB", (4, 2), (9, 9, 9)).save(tmp_path / "a" / "3.png")  # one color image: all are read as RGB
+    assert torch.equal(load_dataset("imagefolder", tmp_path)[0][0], torch.from_numpy(np.stack([expected] * 3)))
+
+
+def test_pixels_beyond_16_bits_are_refused():
+    with pytest.raises(DatasetError, match="^x.png holds I values -1..70000, outside 16 bits; save it as an 8- or 16"):
+        datasets._read_pixels(Image.fromarray(np.array([[70000, -1]], np.int32)), Path("x.png"), 1)
+
+
 def test_imagefolder_split_subfolders(tmp_path):
     images = random_images(3, 1, 6)
     for split, image in [("train", images[0]), ("train", images[1]), ("test", images[2])]:

@@ -14,7 +14,9 @@ Formats (``root`` holds):
 - ``fashion_mnist``: the four IDX files, gzipped or not (splits train, test)
 - ``imagefolder``: ``class_name/*.png|*.jpg|*.jpeg``; a split is the sub-folder
   ``root/<split>/`` when there is one (``train/``, ``val/``, ``test/``), else the
-  folder itself is the train split
+  folder itself is the train split. The images have one channel when every image is
+  grayscale (8 or 16 bits, alpha dropped), else three (grayscale images replicated);
+  16-bit values v become round(v / 257)
 
 Downloaded pickles are untrusted: :func:`load_pickle_safely` reads them with the
 project's one :class:`~squeeze_span.fileio.RestrictedUnpickler`, which resolves only
@@ -486,6 +488,27 @@ _IMAGEFOLDER_LAYOUT = "a folder holding one sub-folder of .png/.jpg images per c
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
+# Pillow's modes of one-channel images: bilevel, 8-bit (with alpha, which is dropped), and
+# 16-bit ("I;16..."; older Pillows open a 16-bit grayscale PNG as 32-bit "I"). Pillow reads
+# a 16-bit color PNG as "RGB" by its high bytes, floor(v / 256): within 1 of round(v / 257).
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+_GRAYSCALE_MODES = {"1", "L", "LA", "La"} | _SIXTEEN_BIT_MODES
+
+
+def _read_pixels(image: Any, path: Path, channels: int) -> np.ndarray:
+    """``image`` as uint8 ``[channels, H, W]``; 16-bit values v are scaled to round(v / 257)."""
+    if image.mode not in _SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+        return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    # Pillow's convert() clips 16-bit values above 255 instead of scaling them.
+    values = np.asarray(image).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        found = f"{values.min()}..{values.max()}"
+        raise DatasetError(f"{path} holds {image.mode} values {found}, outside 16 bits; save it as an 8- or 16-bit PNG")
+    gray = ((values + 128) // 257).astype(np.uint8)  # round(v / 257); v / 257 is never a half
+    return np.broadcast_to(gray, (channels, *gray.shape))
+
+
 def _read_imagefolder(root: Path, split: str) -> ImageDataset:
     from PIL import Image, UnidentifiedImageError
 
@@ -520,16 +543,15 @@ def _read_imagefolder(root: Path, split: str) -> ImageDataset:
                 f"{path} is {size[0]}x{size[1]} but {files[0][0]} is {first_size[0]}x{first_size[1]}; "
                 f"resize all images in {root} to one size"
             )
-    mode = "L" if all(found == "L" for found in modes) else "RGB"
+    channels = 1 if all(mode in _GRAYSCALE_MODES for mode in modes) else 3
     width, height = first_size
-    images = np.empty((len(files), 1 if mode == "L" else 3, height, width), dtype=np.uint8)
+    images = np.empty((len(files), channels, height, width), dtype=np.uint8)
     for index, (path, _) in enumerate(files):
         try:
             with Image.open(path) as image:
-                pixels = np.asarray(image.convert(mode))
+                images[index] = _read_pixels(image, path, channels)
         except OSError as error:
             raise DatasetError(f"{path} is truncated or corrupt ({error}); remove or replace it") from None
-        images[index] = pixels[None] if mode == "L" else pixels.transpose(2, 0, 1)
     labels = np.array([label for _, label in files], dtype=np.int64)
     return ImageDataset(images, labels, classes, "imagefolder")
 
