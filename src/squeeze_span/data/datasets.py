@@ -63,7 +63,8 @@ DEFAULT_ROOTS: dict[str, str | None] = {
     "imagefolder": None,
 }
 
-# Per-channel (mean, std) in [0, 1] pixel units; image folders use ImageNet's.
+# Per-channel (mean, std) in [0, 1] pixel units; image folders use ImageNet's (their luma when the folder is
+# grayscale: squeeze_span.data.augment.normalization_stats picks them by channel count).
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
