@@ -1,4 +1,11 @@
 import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +77,63 @@ def test_a_bad_override_is_refused_before_the_previous_demo_is_removed(tmp_path)
     with pytest.raises(ConfigError, match="optimizer.base_lr=-1"):
         run_demo(settings)
     assert previous.exists()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_DEMO = """
+import json, sys
+import squeeze_span
+from squeeze_span.demo import DemoSettings, run_demo
+settings = DemoSettings(minutes=0.02, output_dir="demo", data_root=sys.argv[1], smoke=True, progress=False)
+print(json.dumps({"package": squeeze_span.__file__, "results": run_demo(settings)}))
+"""
+
+
+@pytest.mark.slow
+def test_the_demo_runs_from_an_installed_wheel(learnable_fashion_mnist, tmp_path):
+    source = tmp_path / "source"  # a copy: the build writes build/ and *.egg-info beside its sources
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    wheels = tmp_path / "wheels"
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, source]
+    subprocess.run(build, check=True)
+    (wheel,) = wheels.glob("squeeze_span-*.whl")
+    package = ROOT / "src" / "squeeze_span"
+    shipped = {
+        f"squeeze_span/{path.relative_to(package)}"
+        for folder in ("assets", "configs")
+        for path in (package / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert "squeeze_span/configs/fashion_mnist/squeeze_span.yaml" in shipped
+    assert shipped <= set(zipfile.ZipFile(wheel).namelist())
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)
+    python = venv / "bin" / "python"
+    # This interpreter's packages (torch, ...), but not its squeeze_span: a plain path entry runs no .pth
+    # file in it, so an editable install of the checkout stays out.
+    site = Path(
+        subprocess.check_output(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], check=True)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    output = subprocess.run(
+        [python, "-c", SMOKE_DEMO, learnable_fashion_mnist],
+        cwd=elsewhere,
+        env=environment,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    demo = json.loads(output.splitlines()[-1])
+    assert Path(demo["package"]).is_relative_to(site)
+    assert demo["results"]["squeeze_span"]["steps"] >= 1 and demo["results"]["random_init"]["top1"] > 90
+    assert (elsewhere / "demo" / "squeeze_span" / "config.yaml").exists()

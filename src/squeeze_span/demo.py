@@ -29,7 +29,7 @@ from squeeze_span.models import build_backbone, load_backbone
 from squeeze_span.runtime import machine_description
 from squeeze_span.train import Trainer
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "fashion_mnist" / "squeeze_span.yaml"
+CONFIG = Path(__file__).resolve().parent / "configs" / "fashion_mnist" / "squeeze_span.yaml"  # in the package
 RUNS = {"squeeze_span": [], "vicreg_real": ["method.syn_ratio=0.0", "teacher.path=null"]}
 SMOKE = [
     "model.width=4",

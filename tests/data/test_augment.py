@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from squeeze_span.data import augment as A
-from squeeze_span.data import augmentation_for, center_view, to_unit_range
+from squeeze_span.data import augmentation_for, center_view, normalization_stats, to_unit_range
 from squeeze_span.data.augment import BatchAugmentation
 from squeeze_span.errors import ConfigError
 
@@ -263,3 +263,15 @@ def test_augmentation_for_recipes():
     assert augmentation_for("imagefolder", 224).blur_prob == 0.5
     with pytest.raises(ConfigError, match="cifar10"):
         augmentation_for("mnist")
+
+
+def test_image_folder_statistics_follow_the_channel_count():
+    rgb = normalization_stats("imagefolder", 3)
+    assert rgb == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) == normalization_stats("imagefolder")
+    (mean,), (std,) = normalization_stats("imagefolder", 1)  # the luma of ImageNet's, by hand
+    assert mean == pytest.approx(0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406)
+    assert std == pytest.approx(0.299 * 0.229 + 0.587 * 0.224 + 0.114 * 0.225)
+    gray = augmentation_for("imagefolder", 16, channels=1)
+    assert gray.mean == (mean,) and gray(images(channels=1, size=20)).shape == (4, 1, 16, 16)
+    with pytest.raises(ConfigError, match="^fashion_mnist has 1-channel images, not 3-channel; use a backbone"):
+        normalization_stats("fashion_mnist", 3)

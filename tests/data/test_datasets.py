@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from squeeze_span.cli import main
 from squeeze_span.data import datasets
 from squeeze_span.data.datasets import (
     DATASET_STATS,
@@ -153,6 +154,37 @@ def test_cifar_label_count_mismatch(tmp_path):
     write_pickle(path, {b"labels": [1, 2, 3], b"data": np.zeros((2, 3072), np.uint8)})
     with pytest.raises(DatasetError, match="2 images but 3 labels"):
         load_dataset("cifar10", tmp_path, "test")
+
+
+@pytest.mark.parametrize(
+    ("labels", "found"), [(["cat", "dog"], "'cat'"), ([3, 12], "12"), ([1, -1], "-1"), ([1.0, 2.0], "1.0")]
+)
+def test_cifar_labels_must_be_integers_in_range(tmp_path, labels, found):
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    write_pickle(path, {b"labels": labels, b"data": np.zeros((2, 3072), np.uint8)})
+    with pytest.raises(DatasetError) as error:
+        load_dataset("cifar10", tmp_path, "test")
+    assert str(error.value).startswith(f"{path} is corrupt: labels must be integers in [0, 10); found {found}; ")
+
+
+def test_cifar_meta_must_name_every_class(tmp_path):
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "batches.meta"
+    write_pickle(path, {b"label_names": [b"a"] * 9})
+    with pytest.raises(DatasetError, match=f"^{path} is truncated or corrupt \\(9 class names, not 10\\)"):
+        load_dataset("cifar10", tmp_path, "test")
+
+
+def test_cifar_probe_of_string_labels_is_one_line_and_status_2(tmp_path, capsys):
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_4"
+    write_pickle(path, {b"labels": [1, "cat"], b"data": np.zeros((2, 3072), np.uint8)})
+    args = ["probe", "--random-init", "resnet18_cifar", "--width", "4", "--dataset", "cifar10", "--data", str(tmp_path)]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(f"DatasetError: {path} is corrupt: labels must be integers in [0, 10); found 'cat'")
 
 
 class Python2Pickler(pickle._Pickler):
@@ -447,6 +479,26 @@ def test_imagefolder_grayscale_keeps_one_channel(tmp_path):
     dataset = load_dataset("imagefolder", tmp_path, "train")
     assert (dataset.num_channels, dataset.image_size) == (1, (6, 6))
     assert_items_match(dataset, images, [0, 1])
+
+
+def test_imagefolder_16_bit_pngs_scale_to_8_bits(tmp_path):
+    values = np.array([[0, 128, 129, 257], [300, 385, 386, 65535]], dtype=np.uint16)
+    expected = np.array([[0, 0, 1, 1], [1, 1, 2, 255]], dtype=np.uint8)  # round(v / 257)
+    sixteen_bit = Image.fromarray(values)
+    assert sixteen_bit.mode == "I;16"
+    (tmp_path / "a").mkdir()
+    sixteen_bit.save(tmp_path / "a" / "1.png")
+    Image.fromarray(expected).convert("LA").save(tmp_path / "a" / "2.png")  # 8-bit gray with alpha: still gray
+    dataset = load_dataset("imagefolder", tmp_path)
+    assert dataset.num_channels == 1
+    assert_items_match(dataset, np.stack([expected[None], expected[None]]), [0, 0])
+    Image.new("RGB", (4, 2), (9, 9, 9)).save(tmp_path / "a" / "3.png")  # one color image: all are read as RGB
+    assert torch.equal(load_dataset("imagefolder", tmp_path)[0][0], torch.from_numpy(np.stack([expected] * 3)))
+
+
+def test_pixels_beyond_16_bits_are_refused():
+    with pytest.raises(DatasetError, match="^x.png holds I values -1..70000, outside 16 bits; save it as an 8- or 16"):
+        datasets._read_pixels(Image.fromarray(np.array([[70000, -1]], np.int32)), Path("x.png"), 1)
 
 
 def test_imagefolder_split_subfolders(tmp_path):

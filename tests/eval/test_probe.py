@@ -1,11 +1,17 @@
+import json
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from squeeze_span.cli import main
 from squeeze_span.data import DATASET_STATS, load_dataset
 from squeeze_span.errors import ConfigError, DatasetError
 from squeeze_span.eval import linear_probe_paper
 from squeeze_span.eval.probe import probe_backbone
 from squeeze_span.models import resnet18_cifar
+from tests.conftest import tiny_run_overrides
 
 
 def test_paper_protocol_learns_a_separable_set(learnable_fashion_mnist):
@@ -61,3 +67,29 @@ def test_the_validation_split_never_reads_test(learnable_fashion_mnist):
             device=torch.device("cpu"),
             progress=False,
         )
+
+
+def write_learnable_image_folder(root, mode):
+    """train/ and test/ of two classes that differ in brightness, as 16x16 PNGs in ``mode``."""
+    rng = np.random.default_rng(0)
+    for split, count in [("train", 48), ("test", 16)]:
+        for label in range(2):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for index in range(count // 2):
+                pixels = (rng.integers(0, 96, (16, 16)) + 150 * label).astype(np.uint8)
+                Image.fromarray(pixels).convert(mode).save(folder / f"{index}.png")
+
+
+@pytest.mark.parametrize(("mode", "channels"), [("L", 1), ("RGB", 3)])
+def test_an_image_folder_trains_and_probes(mode, channels, tiny_teacher, tmp_path):
+    data, run = tmp_path / "images", tmp_path / "run"
+    write_learnable_image_folder(data, mode)
+    overrides = tiny_run_overrides(data, tiny_teacher, run, **{"data.dataset": "imagefolder", "train.max_steps": 2})
+    assert main(["train", "configs/fashion_mnist/squeeze_span.yaml", *overrides]) == 0
+    out = tmp_path / "probe.json"
+    probe = ["probe", str(run), "--dataset", "imagefolder", "--data", str(data), "--precision", "fp32"]
+    assert main([*probe, "--json", str(out), "--no-progress"]) == 0
+    assert load_dataset("imagefolder", data).num_channels == channels
+    result = json.loads(out.read_text())
+    assert result["image_size"] == 16 and result["linear"]["top1"] > 90.0

@@ -5,6 +5,7 @@ from squeeze_span.data.augment import (
     augmentation_for,
     center_view,
     match_channels,
+    normalization_stats,
     to_unit_range,
 )
 from squeeze_span.data.datasets import (
@@ -26,6 +27,7 @@ __all__ = [
     "center_view",
     "load_dataset",
     "match_channels",
+    "normalization_stats",
     "split_validation",
     "to_unit_range",
 ]

@@ -429,20 +429,42 @@ class BatchAugmentation:
 DEFAULT_SIZES = {"cifar10": 32, "cifar100": 32, "stl10": 96, "fashion_mnist": 32}
 
 
-def augmentation_for(dataset: str, size: int | None = None, **overrides: object) -> BatchAugmentation:
-    """The paper's recipe for ``dataset``: its mean and std, blur on (p = 0.5) above 32 pixels.
+def normalization_stats(dataset: str, channels: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``dataset``'s per-channel (mean, std) for its images read with ``channels`` channels (default: its usual).
 
-    ``size`` defaults to 32 for CIFAR and Fashion-MNIST (whose 28x28 images the crop
-    resizes) and 96 for STL-10; ``imagefolder`` needs it. ``overrides`` go to
-    :class:`BatchAugmentation`.
+    An image folder holds grayscale or color images. Its grayscale images are the luma of color
+    ones (the reader converts with the same ITU-R 601-2 weights), so their statistics are the luma
+    of the color statistics: exact for the mean, and for the std when the channels are fully
+    correlated (nearly so in natural images).
     """
     if dataset not in DATASET_STATS:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(sorted(DATASET_STATS))}")
+    mean, std = DATASET_STATS[dataset]
+    if channels is None or len(mean) == channels:
+        return mean, std
+    if len(mean) == 3 and channels == 1:
+        luma = [sum(weight * value for weight, value in zip(LUMA_WEIGHTS, values)) for values in (mean, std)]
+        return (luma[0],), (luma[1],)
+    raise ConfigError(
+        f"{dataset} has {len(mean)}-channel images, not {channels}-channel; use a backbone made for its images"
+    )
+
+
+def augmentation_for(
+    dataset: str, size: int | None = None, channels: int | None = None, **overrides: object
+) -> BatchAugmentation:
+    """The paper's recipe for ``dataset``: its mean and std, blur on (p = 0.5) above 32 pixels.
+
+    ``size`` defaults to 32 for CIFAR and Fashion-MNIST (whose 28x28 images the crop
+    resizes) and 96 for STL-10; ``imagefolder`` needs it. ``channels`` is the images'
+    (:attr:`ImageDataset.num_channels`; default: the dataset's usual, RGB for an image
+    folder). ``overrides`` go to :class:`BatchAugmentation`.
+    """
+    mean, std = normalization_stats(dataset, channels)
     if size is None:
         if dataset not in DEFAULT_SIZES:
             raise ConfigError(f"dataset {dataset!r} has no default image size; set the augmentation size")
         size = DEFAULT_SIZES[dataset]
-    mean, std = DATASET_STATS[dataset]
     settings: dict[str, object] = {"blur_prob": 0.5 if size > 32 else 0.0}
     settings.update(overrides)
     return BatchAugmentation(size, mean, std, **settings)  # type: ignore[arg-type]

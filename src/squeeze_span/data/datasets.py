@@ -14,7 +14,9 @@ Formats (``root`` holds):
 - ``fashion_mnist``: the four IDX files, gzipped or not (splits train, test)
 - ``imagefolder``: ``class_name/*.png|*.jpg|*.jpeg``; a split is the sub-folder
   ``root/<split>/`` when there is one (``train/``, ``val/``, ``test/``), else the
-  folder itself is the train split
+  folder itself is the train split. The images have one channel when every image is
+  grayscale (8 or 16 bits, alpha dropped), else three (grayscale images replicated);
+  16-bit values v become round(v / 257)
 
 Downloaded pickles are untrusted: :func:`load_pickle_safely` reads them with the
 project's one :class:`~squeeze_span.fileio.RestrictedUnpickler`, which resolves only
@@ -61,7 +63,8 @@ DEFAULT_ROOTS: dict[str, str | None] = {
     "imagefolder": None,
 }
 
-# Per-channel (mean, std) in [0, 1] pixel units; image folders use ImageNet's.
+# Per-channel (mean, std) in [0, 1] pixel units; image folders use ImageNet's (their luma when the folder is
+# grayscale: squeeze_span.data.augment.normalization_stats picks them by channel count).
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
@@ -292,6 +295,7 @@ class _CifarLayout:
     folder: str
     files: dict[str, tuple[str, ...]]
     label_key: bytes
+    num_classes: int
     meta_file: str
     names_key: bytes
 
@@ -302,6 +306,7 @@ _CIFAR_LAYOUTS = {
         folder="cifar-10-batches-py",
         files={"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
         label_key=b"labels",
+        num_classes=10,
         meta_file="batches.meta",
         names_key=b"label_names",
     ),
@@ -310,6 +315,7 @@ _CIFAR_LAYOUTS = {
         folder="cifar-100-python",
         files={"train": ("train",), "test": ("test",)},
         label_key=b"fine_labels",
+        num_classes=100,
         meta_file="meta",
         names_key=b"fine_label_names",
     ),
@@ -327,6 +333,18 @@ def _load_cifar_pickle(path: Path, keys: tuple[bytes, ...], fix: str) -> dict[by
     return content
 
 
+def _class_labels(path: Path, values: Any, num_classes: int, fix: str) -> np.ndarray:
+    """``values`` as int64 labels, after checking that each is an integer in [0, num_classes)."""
+    items = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values]
+    for item in items:
+        value = item.item() if isinstance(item, np.generic) else item
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < num_classes:
+            raise DatasetError(
+                f"{path} is corrupt: labels must be integers in [0, {num_classes}); found {value!r}; {fix}"
+            )
+    return np.asarray(items, dtype=np.int64)
+
+
 def _read_cifar(name: str, root: Path, split: str) -> ImageDataset:
     layout = _CIFAR_LAYOUTS[name]
     fix = f"download {layout.title} (python version) and extract it into {root}/"
@@ -336,15 +354,17 @@ def _read_cifar(name: str, root: Path, split: str) -> ImageDataset:
         path = folder / file_name
         batch = _load_cifar_pickle(path, (b"data", layout.label_key), fix)
         data = batch[b"data"]
-        batch_labels = np.asarray(batch[layout.label_key], dtype=np.int64)
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise _truncated(path, "data is not a uint8 array of rows of 3072 pixels", fix)
+        batch_labels = _class_labels(path, batch[layout.label_key], layout.num_classes, fix)
         if batch_labels.shape != (len(data),):
             raise _truncated(path, f"{len(data)} images but {batch_labels.size} labels", fix)
         images.append(data)
         labels.append(batch_labels)
     meta = _load_cifar_pickle(folder / layout.meta_file, (layout.names_key,), fix)
     classes = [label.decode() if isinstance(label, bytes) else str(label) for label in meta[layout.names_key]]
+    if len(classes) != layout.num_classes:
+        raise _truncated(folder / layout.meta_file, f"{len(classes)} class names, not {layout.num_classes}", fix)
     # A row holds the R plane, then G, then B, each row-major 32x32: a plain reshape.
     data = images[0] if len(images) == 1 else np.concatenate(images)
     return ImageDataset(data.reshape(-1, 3, 32, 32), np.concatenate(labels), classes, name)
@@ -469,6 +489,27 @@ _IMAGEFOLDER_LAYOUT = "a folder holding one sub-folder of .png/.jpg images per c
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
+# Pillow's modes of one-channel images: bilevel, 8-bit (with alpha, which is dropped), and
+# 16-bit ("I;16..."; older Pillows open a 16-bit grayscale PNG as 32-bit "I"). Pillow reads
+# a 16-bit color PNG as "RGB" by its high bytes, floor(v / 256): within 1 of round(v / 257).
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+_GRAYSCALE_MODES = {"1", "L", "LA", "La"} | _SIXTEEN_BIT_MODES
+
+
+def _read_pixels(image: Any, path: Path, channels: int) -> np.ndarray:
+    """``image`` as uint8 ``[channels, H, W]``; 16-bit values v are scaled to round(v / 257)."""
+    if image.mode not in _SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+        return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    # Pillow's convert() clips 16-bit values above 255 instead of scaling them.
+    values = np.asarray(image).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        found = f"{values.min()}..{values.max()}"
+        raise DatasetError(f"{path} holds {image.mode} values {found}, outside 16 bits; save it as an 8- or 16-bit PNG")
+    gray = ((values + 128) // 257).astype(np.uint8)  # round(v / 257); v / 257 is never a half
+    return np.broadcast_to(gray, (channels, *gray.shape))
+
+
 def _read_imagefolder(root: Path, split: str) -> ImageDataset:
     from PIL import Image, UnidentifiedImageError
 
@@ -503,16 +544,15 @@ def _read_imagefolder(root: Path, split: str) -> ImageDataset:
                 f"{path} is {size[0]}x{size[1]} but {files[0][0]} is {first_size[0]}x{first_size[1]}; "
                 f"resize all images in {root} to one size"
             )
-    mode = "L" if all(found == "L" for found in modes) else "RGB"
+    channels = 1 if all(mode in _GRAYSCALE_MODES for mode in modes) else 3
     width, height = first_size
-    images = np.empty((len(files), 1 if mode == "L" else 3, height, width), dtype=np.uint8)
+    images = np.empty((len(files), channels, height, width), dtype=np.uint8)
     for index, (path, _) in enumerate(files):
         try:
             with Image.open(path) as image:
-                pixels = np.asarray(image.convert(mode))
+                images[index] = _read_pixels(image, path, channels)
         except OSError as error:
             raise DatasetError(f"{path} is truncated or corrupt ({error}); remove or replace it") from None
-        images[index] = pixels[None] if mode == "L" else pixels.transpose(2, 0, 1)
     labels = np.array([label for _, label in files], dtype=np.int64)
     return ImageDataset(images, labels, classes, "imagefolder")
 

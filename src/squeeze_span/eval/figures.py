@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from squeeze_span.data import DATASET_STATS
+from squeeze_span.data import DATASET_STATS, normalization_stats
 from squeeze_span.data.augment import DEFAULT_SIZES
 from squeeze_span.data.datasets import FASHION_MNIST_CLASSES
 from squeeze_span.errors import ConfigError
@@ -124,7 +124,7 @@ def generated_features(
     device = torch.device(device)
     teacher = Teacher(generator, "|".join(GENERATOR_TAPS), device=device, seed=seed)
     latent_names = {name for name in teacher.feature_names if re.search(LATENT_FEATURES, name)}
-    mean, std = DATASET_STATS[dataset]
+    mean, std = normalization_stats(dataset, classifier.config["in_channels"])
     size = image_size or DEFAULT_SIZES.get(dataset) or teacher.image_shape[-1]
     classifier_features = BackboneFeatures(classifier.to(device), size, mean, std)
     if discriminator is not None:

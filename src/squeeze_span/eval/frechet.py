@@ -157,7 +157,7 @@ def fd_extractor(
     size, or the size of ``real``'s images for a dataset without one (an image folder).
     """
     from squeeze_span.assets import FASHION_MNIST_CLASSIFIER
-    from squeeze_span.data import DATASET_STATS
+    from squeeze_span.data import normalization_stats
     from squeeze_span.data.augment import DEFAULT_SIZES
     from squeeze_span.errors import ConfigError
     from squeeze_span.models import load_backbone
@@ -166,7 +166,7 @@ def fd_extractor(
         return InceptionFeatures(inception).to(device), "FID"
     if classifier is None and dataset != "fashion_mnist":
         raise ConfigError(f"fd on {dataset} needs --classifier BACKBONE (trained on it) or --inception PT")
-    mean, std = DATASET_STATS[dataset]
     backbone = load_backbone(classifier or FASHION_MNIST_CLASSIFIER).to(device)
+    mean, std = normalization_stats(dataset, backbone.config["in_channels"])
     size = DEFAULT_SIZES.get(dataset, real.image_size[0])
     return BackboneFeatures(backbone, size, mean, std), f"FD-{dataset}-classifier"

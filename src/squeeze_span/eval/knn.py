@@ -24,8 +24,9 @@ def knn_scores(
 ) -> torch.Tensor:
     """Class scores [Q, num_classes]: score_c(q) = sum over the k nearest x_i with y_i = c of exp(cos(q, x_i) / T).
 
-    Queries are processed in chunks so that the [Q, N] similarity matrix never
-    exists whole.
+    A class that none of the k nearest votes for scores -inf, so that it is never predicted
+    (not even in a top-5 when fewer than 5 classes got votes). Queries are processed in
+    chunks so that the [Q, N] similarity matrix never exists whole.
     """
     if train_features.ndim != 2 or query_features.ndim != 2 or train_features.shape[1] != query_features.shape[1]:
         raise ValueError(
@@ -44,7 +45,9 @@ def knn_scores(
         weights = (similarity / temperature).exp()
         chunk_scores = torch.zeros(query.shape[0], num_classes, device=query.device)
         chunk_scores.scatter_add_(1, labels[index], weights)
-        scores.append(chunk_scores)
+        # From the votes, not from a zero sum: exp(cos / T) may underflow to 0 at a small T.
+        voted = torch.zeros_like(chunk_scores, dtype=torch.bool).scatter_(1, labels[index], True)
+        scores.append(chunk_scores.masked_fill_(~voted, float("-inf")))
     return torch.cat(scores)
 
 

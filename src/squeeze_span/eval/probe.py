@@ -9,7 +9,7 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from squeeze_span.data import DATASET_STATS, load_dataset, split_validation
+from squeeze_span.data import load_dataset, normalization_stats, split_validation
 from squeeze_span.data.augment import DEFAULT_SIZES
 from squeeze_span.errors import ConfigError
 from squeeze_span.eval.features import extract_features
@@ -53,7 +53,7 @@ def probe_backbone(
     else:
         test_set = load_dataset(dataset, root, "test")
     size = size or DEFAULT_SIZES.get(dataset, train_set.image_size[0])
-    mean, std = DATASET_STATS[dataset]
+    mean, std = normalization_stats(dataset, train_set.num_channels)
     num_classes = len(train_set.classes)
     backbone = backbone.to(device).to(memory_format=torch.channels_last).eval()
     view = dict(size=size, mean=mean, std=std, device=device, precision=precision)

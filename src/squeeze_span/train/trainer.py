@@ -93,7 +93,7 @@ class Trainer:
         data = config.data
         self.dataset = load_dataset(data.dataset, data.root, data.split)
         size = data.image_size or DEFAULT_SIZES.get(data.dataset) or self.dataset.image_size[0]
-        self.augmentation = augmentation_for(data.dataset, size)
+        self.augmentation = augmentation_for(data.dataset, size, self.dataset.num_channels)
         self.augment_generator = torch.Generator(self.device).manual_seed(train.seed * 7919 + self.dist.rank)
 
         self.teacher = self._build_teacher()
