@@ -16,6 +16,7 @@ from squeeze_span.train.gan import (
     ema_beta,
     gan_resolution,
     real_images_for_gan,
+    snapshot_name,
 )
 
 CONFIG = "configs/fashion_mnist/gan.yaml"
@@ -63,7 +64,11 @@ def test_a_tiny_run_writes_loadable_snapshots_and_finite_losses(learnable_fashio
         for name in ("loss/G", "loss/D", "loss/r1", "images_per_s"):
             assert torch.isfinite(torch.tensor(line[name])), (name, line)
     assert lines[0]["loss/r1"] > 0  # the R1 step ran at step 0
-    snapshot = run / "snapshots" / "network-snapshot-000000"
+    assert sorted(path.name for path in (run / "snapshots").iterdir()) == [
+        "network-snapshot-000000.016",
+        "network-snapshot-000000.032",
+    ]
+    snapshot = run / "snapshots" / "network-snapshot-000000.032"
     assert {"G_ema.safetensors", "G.json", "D.safetensors", "samples.png", "snapshot.json"} <= {
         p.name for p in snapshot.iterdir()
     }
@@ -106,7 +111,7 @@ def test_max_seconds_stops_with_a_checkpoint_and_a_snapshot(learnable_fashion_mn
     assert main(["train-gan", CONFIG, *overrides]) == 0
     assert "stopped (train.max_seconds)" in capsys.readouterr().out
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1
-    assert (run / "snapshots" / "network-snapshot-000000" / "G_ema.safetensors").exists()
+    assert (run / "snapshots" / "network-snapshot-000000.004" / "G_ema.safetensors").exists()
 
 
 def test_unknown_key_and_torchrun_are_config_errors(learnable_fashion_mnist, tmp_path, monkeypatch):
@@ -115,6 +120,21 @@ def test_unknown_key_and_torchrun_are_config_errors(learnable_fashion_mnist, tmp
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="single process"):
         make_trainer(tiny_overrides(learnable_fashion_mnist, tmp_path / "run"))
+
+
+def test_snapshot_names_never_collide_and_sort_in_order():
+    counts = [0, 16, 32, 999, 1000, 1016, 50_000]
+    names = [snapshot_name(nimg) for nimg in counts]
+    assert names == [
+        "network-snapshot-000000",
+        "network-snapshot-000000.016",
+        "network-snapshot-000000.032",
+        "network-snapshot-000000.999",
+        "network-snapshot-000001",
+        "network-snapshot-000001.016",
+        "network-snapshot-000050",
+    ]
+    assert sorted(names) == names
 
 
 def test_ema_beta_ramps_up_then_follows_the_half_life():

@@ -88,6 +88,13 @@ def real_images_for_gan(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return x
 
 
+def snapshot_name(nimg: int) -> str:
+    """``network-snapshot-KIMG`` (NVIDIA's name) at whole thousands of images, ``network-snapshot-KIMG.FFF``
+    between them: one name per image count, so that snapshots never overwrite each other."""
+    kimg, rest = divmod(nimg, 1000)
+    return f"network-snapshot-{kimg:06d}" + (f".{rest:03d}" if rest else "")
+
+
 def ema_beta(batch_size: int, nimg: int, ema_kimg: float, rampup: float | None) -> float:
     """G_ema's decay per step: 0.5 ** (batch / ema_nimg), ema_nimg = min(ema_kimg * 1000, nimg * rampup)."""
     ema_nimg = ema_kimg * 1000
@@ -308,8 +315,8 @@ class GanTrainer:
         self.step, self.nimg = int(state["step"]), int(state["nimg"])
 
     def snapshot(self) -> Path:
-        """``snapshots/network-snapshot-KIMG/``: G_ema, G and D in our safe format, and a grid of G_ema's samples."""
-        folder = self.snapshot_dir / f"network-snapshot-{self.nimg // 1000:06d}"
+        """``snapshots/<snapshot_name>/``: G_ema, G and D in our safe format, and a grid of G_ema's samples."""
+        folder = self.snapshot_dir / snapshot_name(self.nimg)
         for name in ("G_ema", "G", "D"):
             save_network(getattr(self, name), folder, name)
         with torch.no_grad(), autocast(self.device, self.config.train.precision):
