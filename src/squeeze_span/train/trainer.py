@@ -31,6 +31,7 @@ from squeeze_span.runtime import PRECISIONS, autocast, machine_description
 from squeeze_span.train.checkpoint import (
     capture_rng,
     load_checkpoint,
+    load_optimizer_state,
     restore_rng,
     save_checkpoint,
 )
@@ -41,10 +42,28 @@ from squeeze_span.train.distributed import (
     gather_with_grad,
     init_distributed,
 )
-from squeeze_span.train.run import RunFolder, check_finite, resume_path
+from squeeze_span.train.run import (
+    CHANGEABLE_ON_RESUME,
+    RunFolder,
+    check_finite,
+    check_finite_weights,
+    resume_changes,
+    resume_path,
+)
 from squeeze_span.train.sync_batchnorm import convert_sync_batchnorm
 
 MethodFactory = Callable[[Any, nn.Module, MethodContext], Method]
+
+# The run's length and its monitor may also change on resume; the schedule is rebuilt for the new length.
+CHANGEABLE = CHANGEABLE_ON_RESUME + (
+    "train.max_steps",
+    "train.epochs",
+    "train.snapshot_every",
+    "train.knn_every",
+    "train.knn_train_samples",
+    "train.knn_test_samples",
+)
+DIVERGED_FIX = "Lower optimizer.base_lr, or try train.precision=fp32"
 
 
 def cosine_schedule(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
@@ -178,13 +197,13 @@ class Trainer:
             "method": self.method.state_dict(),
             "backbone": self.method.backbone.config,
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "stream": self.stream.state_dict(),
             "rng": all_gather_objects(capture_rng(self._generators())),
         }
 
     def save(self) -> None:
+        check_finite_weights({"method": self.method}, self.step, self.run, DIVERGED_FIX)
         state = self.state_dict()  # every rank joins the RNG gather
         if self.dist.is_main:
             save_checkpoint(state, self.checkpoint_dir / "last.pt")
@@ -193,16 +212,19 @@ class Trainer:
                 save_checkpoint(state, self.checkpoint_dir / f"step_{self.step:07d}.pt")
         barrier()
 
-    def resume(self) -> None:
+    def resume(self) -> list[str]:
+        """Continue from the checkpoint ``resume`` names, if any; return the settings this config changes."""
         path = resume_path(self.config.resume, self.checkpoint_dir)
         if path is None:
-            return
+            return []
         state = load_checkpoint(path, map_location=self.device)
         ranks = len(state["rng"])
         if ranks != self.dist.world_size:
             raise ConfigError(
-                f"{path} was written by {ranks} processes; resume it with the same number, not {self.dist.world_size}"
+                f"{path} was written by {ranks} processes; resume it with the same number, not {self.dist.world_size}, "
+                "or start a new run in another output_dir"
             )
+        changes = resume_changes(state["config"], self.config, CHANGEABLE, path)
         try:
             self.method.load_state_dict(state["method"])
         except RuntimeError as error:
@@ -210,12 +232,16 @@ class Trainer:
                 f"{path} does not fit this config's model ({str(error).splitlines()[0]}); "
                 f"resume with the config in {path.parent.parent / 'config.yaml'}"
             ) from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
+        if state["scaler"]:  # empty when written without fp16
+            self.scaler.load_state_dict(state["scaler"])
         self.stream.load_state_dict(state["stream"])
         restore_rng(state["rng"][self.dist.rank], self._generators())
         self.step = int(state["step"])
+        # The schedule of this config (its learning rate and length), at the checkpoint's step.
+        schedule = self.scheduler.lr_lambdas[0]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule, last_epoch=self.step - 1)
+        return changes
 
     # ------------------------------------------------------------------ monitoring
 
@@ -256,11 +282,16 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``total_steps``, or for ``train.max_seconds`` (resuming if asked); return the final metrics."""
+        """Train to ``total_steps``, or for ``train.max_seconds`` (resuming if asked); return the final metrics.
+
+        A run that is already complete is left as it is: the record says ``already_complete``.
+        """
         train = self.config.train
-        self.resume()
+        changes = self.resume()
+        if self.step >= self.total_steps:
+            return {"step": self.step, "already_complete": True}
         main = self.dist.is_main
-        self.run.open(self.step)
+        self.run.open(self.step, changes)
         bar = self.run.progress(self.total_steps, self.step, f"train {self.config.method.name}", train.progress)
         self.model.train()
         local_synthetic = self.synthetic // self.dist.world_size
@@ -272,12 +303,7 @@ class Trainer:
                 real = self.stream.next(self.real)
                 with autocast(self.device, train.precision):
                     logs = self.model(real, local_synthetic)
-                check_finite(
-                    logs,
-                    self.step + 1,
-                    self.checkpoint_dir / "last.pt",
-                    "Lower optimizer.base_lr, or try train.precision=fp32",
-                )
+                check_finite(logs, self.step + 1, self.run, DIVERGED_FIX)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(logs["loss"]).backward()
                 self.scaler.step(self.optimizer)
@@ -286,6 +312,8 @@ class Trainer:
                 self.step += 1
                 out_of_time = bool(train.max_seconds) and any_rank(time.perf_counter() - started >= train.max_seconds)
                 last = self.step == self.total_steps or out_of_time
+                if self.step % train.checkpoint_every == 0 or last:
+                    self.save()  # before the kNN monitor, so that a monitor that fails loses no steps
 
                 log_now = self.step % train.log_every == 0 or last
                 knn_now = (train.knn_every and self.step % train.knn_every == 0) or last
@@ -307,8 +335,6 @@ class Trainer:
                             loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False
                         )
                 bar.update()
-                if self.step % train.checkpoint_every == 0 or last:
-                    self.save()
                 if out_of_time:
                     break
         finally:
