@@ -57,6 +57,20 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(learnable_fashion_mnist
     assert steps == list(range(1, 13))  # lines past the checkpoint were dropped on resume, then rewritten
 
 
+def test_a_kill_between_a_checkpoint_and_its_log_line_loses_no_line(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    run = tmp_path / "run"
+    make_trainer(tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run)).fit()  # checkpoints at 2 and 4
+    metrics = run / "metrics.jsonl"
+    written = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join(written[:3]))  # as if killed after the checkpoint of step 4, before its line
+    make_trainer(
+        tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run, resume="auto", **{"train.max_steps": 6})
+    ).fit()
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    assert lines[3]["loss"] == json.loads(written[3])["loss"]  # the line the checkpoint held
+
+
 def test_resume_applies_changed_optimizer_settings_and_records_them(
     learnable_fashion_mnist, tiny_teacher, tmp_path, capsys
 ):

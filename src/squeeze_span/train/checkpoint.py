@@ -7,7 +7,8 @@ no pickled code):
     method (the method's state dict: backbone, projector, squeeze module, ...),
     backbone (the backbone's build arguments, for export and probing),
     optimizer, scaler, stream (the real-data position),
-    rng (one dict per rank: python, numpy, torch, cuda, augmentation, teacher)
+    rng (one dict per rank: python, numpy, torch, cuda, augmentation, teacher),
+    log (the step's metrics line, or None: a resume writes it if a kill came before it was)
 
 The learning-rate schedule is not stored: it is a function of the step and the config,
 rebuilt on resume, so that a changed learning rate or length takes effect.

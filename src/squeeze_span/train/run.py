@@ -162,10 +162,10 @@ class RunFolder:
         self._metrics = None
         self._events: EventWriter | None = None
 
-    def open(self, step: int, changes: Sequence[str] = ()) -> None:
+    def open(self, step: int, changes: Sequence[str] = (), line: dict[str, Any] | None = None) -> None:
         """Lock the folder for this run; record the config, the command and the settings that resuming at
         ``step`` changed; drop what a killed run left past ``step`` (logged steps, about to run again) and
-        its half-written files."""
+        its half-written files; log ``line``, the checkpoint's own log line, if a kill came before it."""
         if not self.is_main:
             return
         self.path.mkdir(parents=True, exist_ok=True)
@@ -180,9 +180,11 @@ class RunFolder:
                 print(f"resuming at step {step} with changed settings: {', '.join(changes)}")
                 with (self.path / "changes.txt").open("a") as file:
                     file.write(f"step {step}: {', '.join(changes)}\n")
-            self._trim_metrics(step)
+            logged = self._trim_metrics(step)
             self._metrics = (self.path / "metrics.jsonl").open("a")
             self._events = EventWriter(self.path)
+            if line is not None and logged < step:
+                self.log(line)
         except BaseException:
             self.close()
             raise
@@ -205,10 +207,11 @@ class RunFolder:
         lock.flush()
         self._lock = lock
 
-    def _trim_metrics(self, step: int) -> None:
+    def _trim_metrics(self, step: int) -> int:
+        """Keep the readable lines up to ``step``; return the last step they log (0 for none)."""
         metrics = self.path / "metrics.jsonl"
         if not metrics.exists():
-            return
+            return 0
         text = metrics.read_text(errors="replace")
         lines = text.splitlines()
         steps = [_logged_step(line) for line in lines]
@@ -217,10 +220,12 @@ class RunFolder:
             print(f"{metrics}: dropped its last line, which a crash cut short", file=sys.stderr)
         elif unreadable:
             print(f"{metrics}: dropped lines {', '.join(map(str, unreadable))}, which are not records", file=sys.stderr)
-        kept = "".join(line + "\n" for line, logged in zip(lines, steps) if logged is not None and logged <= step)
-        if kept != text:
+        kept = [(line, logged) for line, logged in zip(lines, steps) if logged is not None and logged <= step]
+        kept_text = "".join(line + "\n" for line, _ in kept)
+        if kept_text != text:
             with atomic_write(metrics) as temp:
-                temp.write_text(kept)
+                temp.write_text(kept_text)
+        return max((logged for _, logged in kept), default=0)
 
     def kept(self) -> str:
         """What a stopped run leaves to resume from, for its message."""

@@ -202,9 +202,11 @@ class Trainer:
             "rng": all_gather_objects(capture_rng(self._generators())),
         }
 
-    def save(self) -> None:
+    def save(self, line: dict[str, Any] | None = None) -> None:
+        """Checkpoint this step with its log line (None if it logs none), which a resume writes if a kill
+        came between the checkpoint and the line."""
         check_finite_weights({"method": self.method}, self.step, self.run, DIVERGED_FIX)
-        state = self.state_dict()  # every rank joins the RNG gather
+        state = {**self.state_dict(), "log": line}  # every rank joins the RNG gather
         if self.dist.is_main:
             save_checkpoint(state, self.checkpoint_dir / "last.pt")
             every = self.config.train.snapshot_every
@@ -212,11 +214,12 @@ class Trainer:
                 save_checkpoint(state, self.checkpoint_dir / f"step_{self.step:07d}.pt")
         barrier()
 
-    def resume(self) -> list[str]:
-        """Continue from the checkpoint ``resume`` names, if any; return the settings this config changes."""
+    def resume(self) -> tuple[list[str], dict[str, Any] | None]:
+        """Continue from the checkpoint ``resume`` names, if any; return the settings this config changes
+        and the checkpoint's log line."""
         path = resume_path(self.config.resume, self.checkpoint_dir)
         if path is None:
-            return []
+            return [], None
         state = load_checkpoint(path, map_location=self.device)
         ranks = len(state["rng"])
         if ranks != self.dist.world_size:
@@ -241,7 +244,7 @@ class Trainer:
         # The schedule of this config (its learning rate and length), at the checkpoint's step.
         schedule = self.scheduler.lr_lambdas[0]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule, last_epoch=self.step - 1)
-        return changes
+        return changes, state.get("log")
 
     # ------------------------------------------------------------------ monitoring
 
@@ -287,11 +290,11 @@ class Trainer:
         A run that is already complete is left as it is: the record says ``already_complete``.
         """
         train = self.config.train
-        changes = self.resume()
+        changes, line = self.resume()
         if self.step >= self.total_steps:
             return {"step": self.step, "already_complete": True}
         main = self.dist.is_main
-        self.run.open(self.step, changes)
+        self.run.open(self.step, changes, line)
         bar = self.run.progress(self.total_steps, self.step, f"train {self.config.method.name}", train.progress)
         self.model.train()
         local_synthetic = self.synthetic // self.dist.world_size
@@ -312,8 +315,6 @@ class Trainer:
                 self.step += 1
                 out_of_time = bool(train.max_seconds) and any_rank(time.perf_counter() - started >= train.max_seconds)
                 last = self.step == self.total_steps or out_of_time
-                if self.step % train.checkpoint_every == 0 or last:
-                    self.save()  # before the kNN monitor, so that a monitor that fails loses no steps
 
                 log_now = self.step % train.log_every == 0 or last
                 knn_now = (train.knn_every and self.step % train.knn_every == 0) or last
@@ -326,6 +327,11 @@ class Trainer:
                         "images_per_s": (self.step - last_step) * train.batch_size / (now - last_time),
                     }
                     record.update({name: value.item() for name, value in logs.items()})
+                # The checkpoint comes before the kNN monitor, so that a monitor that fails loses no steps;
+                # it holds this step's log line, which a resume writes if a kill comes before the line.
+                if self.step % train.checkpoint_every == 0 or last:
+                    self.save(record if log_now or knn_now else None)
+                if log_now or knn_now:
                     if knn_now and main:
                         record.update(self.knn_monitor() or {})
                     last_time, last_step = time.perf_counter(), self.step
