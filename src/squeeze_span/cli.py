@@ -80,9 +80,16 @@ def _train(args: argparse.Namespace) -> None:
         config, METHODS[config.method.name], command=["squeeze-span", "train", args.config, *args.overrides]
     )
     record = trainer.fit()
-    if trainer.dist.is_main:
-        knn = f", kNN top-1 {record['knn/top1']:.2f}" if "knn/top1" in record else ""
-        print(f"step {record['step']}: loss {record['loss']:.4f}{knn}; run folder {config.output_dir}")
+    if not trainer.dist.is_main:
+        return
+    if record.get("already_complete"):
+        print(
+            f"the run in {config.output_dir} is already complete at step {record['step']}; nothing was changed "
+            "(raise train.max_steps or train.epochs to train on)"
+        )
+        return
+    knn = f", kNN top-1 {record['knn/top1']:.2f}" if "knn/top1" in record else ""
+    print(f"step {record['step']}: loss {record['loss']:.4f}{knn}; run folder {config.output_dir}")
 
 
 def _train_gan(args: argparse.Namespace) -> None:
@@ -91,6 +98,12 @@ def _train_gan(args: argparse.Namespace) -> None:
 
     config = load_config(args.config, args.overrides, GanTrainingConfig)
     record = GanTrainer(config, command=["squeeze-span", "train-gan", args.config, *args.overrides]).fit()
+    if record.get("already_complete"):
+        print(
+            f"the run in {config.output_dir} is already complete at kimg {record['kimg']:g} (step {record['step']}); "
+            "nothing was changed (raise train.total_kimg to train on)"
+        )
+        return
     state = "done" if record["finished"] else "stopped (train.max_seconds); run again with resume=auto to go on"
     print(f"kimg {record['kimg']:.1f}, step {record['step']}: {state}; run folder {config.output_dir}")
 

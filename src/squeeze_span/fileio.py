@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,19 +16,27 @@ from typing import Any, BinaryIO, ClassVar
 
 from squeeze_span.errors import UnsafePickleError
 
+# mkstemp's names: the prefix, 8 characters of tempfile's alphabet, the suffix.
+_TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`, on failure removed.
 
     The rename is atomic on POSIX file systems, so readers see either the old file or
-    the whole new one.
+    the whole new one; the file is synced to disk before the rename and the folder after
+    it, so a power cut cannot leave an empty file under the final name either. An OSError
+    of the write (full disk, read-only folder) names `path`, not the temporary file.
     """
     path = Path(path)
     if path.is_dir():  # else the rename fails at the end, naming the temporary file, after the work is done
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _naming(error, path) from error
     os.close(descriptor)
     temp = Path(temp_name)
     try:
@@ -36,10 +45,40 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         temp.chmod(0o666 & ~umask)
+        _sync(temp)
         os.replace(temp, path)
-    except BaseException:
+        _sync(path.parent)
+    except BaseException as error:
         temp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename in (None, temp_name):
+            raise _naming(error, path) from error
         raise
+
+
+def _sync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` naming ``path`` instead of the temporary file (or no file): the user knows ``path``."""
+    if error.errno is None:
+        return OSError(f"{path}: {error}")
+    return OSError(error.errno, error.strerror, str(path))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> None:
+    """Delete the temporary files that killed :func:`atomic_write` calls left in ``folder`` and below.
+
+    Only names atomic_write makes are touched. Call it only while no other process writes
+    there (under the run folder's lock).
+    """
+    for path in Path(folder).rglob(".*.tmp"):
+        if _TEMPORARY_NAME.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -1,4 +1,5 @@
-"""train-gan: a tiny run writes loadable snapshots; resume continues exactly; DiffAugment; padding."""
+"""train-gan: a tiny run writes loadable snapshots; resume continues exactly, with changed settings or
+refusing them; DiffAugment; padding."""
 
 import json
 
@@ -16,6 +17,7 @@ from squeeze_span.train.gan import (
     ema_beta,
     gan_resolution,
     real_images_for_gan,
+    snapshot_name,
 )
 
 CONFIG = "configs/fashion_mnist/gan.yaml"
@@ -63,7 +65,11 @@ def test_a_tiny_run_writes_loadable_snapshots_and_finite_losses(learnable_fashio
         for name in ("loss/G", "loss/D", "loss/r1", "images_per_s"):
             assert torch.isfinite(torch.tensor(line[name])), (name, line)
     assert lines[0]["loss/r1"] > 0  # the R1 step ran at step 0
-    snapshot = run / "snapshots" / "network-snapshot-000000"
+    assert sorted(path.name for path in (run / "snapshots").iterdir()) == [
+        "network-snapshot-000000.016",
+        "network-snapshot-000000.032",
+    ]
+    snapshot = run / "snapshots" / "network-snapshot-000000.032"
     assert {"G_ema.safetensors", "G.json", "D.safetensors", "samples.png", "snapshot.json"} <= {
         p.name for p in snapshot.iterdir()
     }
@@ -98,6 +104,50 @@ def test_resume_in_two_invocations_equals_one_run(learnable_fashion_mnist, tmp_p
             assert torch.equal(value, expected[key]), f"{name}.{key} differs after resuming"
     steps = [json.loads(line)["step"] for line in (pieces / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))
+    files = {path: path.read_bytes() for path in pieces.rglob("*") if path.is_file()}
+    again = make_trainer(tiny_overrides(learnable_fashion_mnist, pieces, resume="auto")).fit()
+    assert again == {"step": 8, "kimg": 0.032, "already_complete": True}
+    assert {path: path.read_bytes() for path in pieces.rglob("*") if path.is_file()} == files
+
+
+def test_resume_takes_a_new_learning_rate_and_refuses_a_new_batch_size(learnable_fashion_mnist, tmp_path):
+    run = tmp_path / "run"
+    make_trainer(tiny_overrides(learnable_fashion_mnist, run, **{"train.total_kimg": 0.02})).fit()
+    changed = {"optimizer.g_lr": 0.001, "loss.r1_interval": 4, "resume": "auto"}
+    resumed = make_trainer(tiny_overrides(learnable_fashion_mnist, run, **changed))
+    resumed.fit()
+    c = 4 / 5  # lazy regularization's factor for D
+    assert resumed.G_opt.param_groups[0]["lr"] == 0.001
+    assert resumed.D_opt.param_groups[0]["lr"] == pytest.approx(0.0025 * c)
+    assert resumed.D_opt.param_groups[0]["betas"] == pytest.approx((0.0, 0.99**c))
+    assert (run / "changes.txt").read_text() == (
+        "step 5: optimizer.g_lr 0.0025 -> 0.001, loss.r1_interval 2 -> 4, train.total_kimg 0.02 -> 0.032\n"
+    )
+    with pytest.raises(ConfigError, match="trained with train.batch_size=4, which cannot change on resume"):
+        make_trainer(tiny_overrides(learnable_fashion_mnist, run, **{"train.batch_size": 8, "resume": "auto"})).fit()
+
+
+def test_a_second_run_in_a_busy_folder_is_refused(learnable_fashion_mnist, tmp_path):
+    first = make_trainer(tiny_overrides(learnable_fashion_mnist, tmp_path / "run"))
+    first.run.open(step=0)
+    with pytest.raises(ConfigError, match="is in use by another run"):
+        make_trainer(tiny_overrides(learnable_fashion_mnist, tmp_path / "run")).fit()
+    first.run.close()
+
+
+def test_snapshot_names_never_collide_and_sort_in_order():
+    counts = [0, 16, 32, 999, 1000, 1016, 50_000]
+    names = [snapshot_name(nimg) for nimg in counts]
+    assert names == [
+        "network-snapshot-000000",
+        "network-snapshot-000000.016",
+        "network-snapshot-000000.032",
+        "network-snapshot-000000.999",
+        "network-snapshot-000001",
+        "network-snapshot-000001.016",
+        "network-snapshot-000050",
+    ]
+    assert sorted(names) == names
 
 
 def test_max_seconds_stops_with_a_checkpoint_and_a_snapshot(learnable_fashion_mnist, tmp_path, capsys):
@@ -106,7 +156,7 @@ def test_max_seconds_stops_with_a_checkpoint_and_a_snapshot(learnable_fashion_mn
     assert main(["train-gan", CONFIG, *overrides]) == 0
     assert "stopped (train.max_seconds)" in capsys.readouterr().out
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1
-    assert (run / "snapshots" / "network-snapshot-000000" / "G_ema.safetensors").exists()
+    assert (run / "snapshots" / "network-snapshot-000000.004" / "G_ema.safetensors").exists()
 
 
 def test_unknown_key_and_torchrun_are_config_errors(learnable_fashion_mnist, tmp_path, monkeypatch):

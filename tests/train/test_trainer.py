@@ -1,6 +1,5 @@
 import json
 import math
-import re
 
 import pytest
 import torch
@@ -64,18 +63,62 @@ def test_squeeze_without_a_teacher_is_a_one_line_error(learnable_fashion_mnist, 
     )
 
 
-def test_a_non_finite_loss_names_its_term_and_keeps_the_checkpoint(learnable_fashion_mnist, tiny_teacher, tmp_path):
+@pytest.mark.parametrize(
+    "checkpoint_every, kept", [(1, r"\S+/checkpoints/last.pt holds step 1"), (100, "no checkpoint was written")]
+)
+def test_a_non_finite_loss_names_its_term_and_what_is_kept(
+    learnable_fashion_mnist, tiny_teacher, tmp_path, checkpoint_every, kept
+):
     run = tmp_path / "run"
     overrides = tiny_run_overrides(
-        learnable_fashion_mnist, tiny_teacher, run, **{"optimizer.base_lr": 1e9, "train.checkpoint_every": 1}
+        learnable_fashion_mnist,
+        tiny_teacher,
+        run,
+        **{"optimizer.base_lr": 1e9, "train.checkpoint_every": checkpoint_every},
     )
     with pytest.raises(
-        TrainingDiverged, match=r"^loss/\S+ became (nan|inf) at step (\d+); .*last.pt keeps the last good"
-    ) as error:
-        make_trainer(overrides).fit()
-    failed_at = int(re.search(r"at step (\d+)", str(error.value)).group(1))
-    assert failed_at > 1  # the first step is finite, so a good state was saved
-    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == failed_at - 1
+        TrainingDiverged, match=rf"^loss/\S+ became (nan|inf) at step 2; the run stopped and {kept}\. Lower"
+    ):
+        make_trainer(overrides).fit()  # the first step is finite: a good state can be saved
+    assert (run / "checkpoints" / "last.pt").exists() == (checkpoint_every == 1)
+
+
+def test_non_finite_weights_are_never_checkpointed(learnable_fashion_mnist, tiny_teacher, tmp_path, monkeypatch):
+    """A step whose loss was finite can leave non-finite weights; they must not overwrite the last good state."""
+    run = tmp_path / "run"
+    trainer = make_trainer(
+        tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run, **{"train.checkpoint_every": 1})
+    )
+    update = trainer.scaler.update
+
+    def update_then_poison_in_step_2(*args, **kwargs):
+        update(*args, **kwargs)
+        if trainer.step == 1:  # the optimizer has just made step 2
+            with torch.no_grad():
+                trainer.method.backbone.conv1.weight[0, 0, 0, 0] = float("nan")
+
+    monkeypatch.setattr(trainer.scaler, "update", update_then_poison_in_step_2)
+    with pytest.raises(TrainingDiverged) as error:
+        trainer.fit()
+    assert str(error.value).startswith(
+        f"method.backbone.conv1.weight became non-finite at step 2; the run stopped and "
+        f"{run / 'checkpoints' / 'last.pt'} holds step 1. Lower optimizer.base_lr"
+    )
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 1 and all(value.isfinite().all() for value in state["method"].values())
+
+
+def test_a_failing_knn_monitor_runs_after_the_checkpoint(learnable_fashion_mnist, tiny_teacher, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    trainer = make_trainer(tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run))  # kNN only at step 4
+
+    def broken_monitor():
+        raise RuntimeError("the monitor broke")
+
+    monkeypatch.setattr(trainer, "knn_monitor", broken_monitor)
+    with pytest.raises(RuntimeError, match="the monitor broke"):
+        trainer.fit()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4  # resume=auto would not repeat the steps
 
 
 def test_unknown_keys_name_the_closest_valid_one(capsys):

@@ -6,20 +6,26 @@ no pickled code):
     format, version, step, config (the resolved config as a dict),
     method (the method's state dict: backbone, projector, squeeze module, ...),
     backbone (the backbone's build arguments, for export and probing),
-    optimizer, scheduler, scaler, stream (the real-data position),
-    rng (one dict per rank: python, numpy, torch, cuda, augmentation, teacher)
+    optimizer, scaler, stream (the real-data position),
+    rng (one dict per rank: python, numpy, torch, cuda, augmentation, teacher),
+    log (the step's metrics line, or None: a resume writes it if a kill came before it was)
+
+The learning-rate schedule is not stored: it is a function of the step and the config,
+rebuilt on resume, so that a changed learning rate or length takes effect.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from squeeze_span.errors import CheckpointError
+from squeeze_span.errors import CheckpointError, UnsafePickleError
 from squeeze_span.fileio import atomic_write
 
 FORMAT = "squeeze-span-checkpoint"
@@ -47,7 +53,13 @@ def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator]) -
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     for name, generator in generators.items():
-        generator.set_state(state[name])
+        try:
+            generator.set_state(state[name])
+        except RuntimeError:  # a CPU generator's state does not fit a CUDA one, and back
+            raise CheckpointError(
+                f"the checkpoint's {name} random state comes from another kind of device than {generator.device}; "
+                "resume on the kind of device (train.device) the run was trained on"
+            ) from None
 
 
 def _as_python_state(state: Any) -> tuple:
@@ -56,10 +68,25 @@ def _as_python_state(state: Any) -> tuple:
     return (version, tuple(internal), gauss)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Restore an optimizer's moments and step counts but keep its hyperparameters (lr, momentum, ...),
+    which come from this run's config: they may change on resume."""
+    hyperparameters = [
+        {key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups
+    ]
+    optimizer.load_state_dict(state)
+    for group, values in zip(optimizer.param_groups, hyperparameters):
+        group.update(values)
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` through a temporary file and a rename: a crash leaves the old file intact."""
-    with atomic_write(path) as temp:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, temp)
+    """Write ``state`` to ``path`` through a temporary file and a rename: a crash leaves the old file intact.
+
+    An OSError (full disk, read-only folder) names ``path``; the old file stays, and no temporary file.
+    """
+    # Through a Python file: torch's own writer reports a full disk as a RuntimeError, Python's as an OSError.
+    with atomic_write(path) as temp, temp.open("wb") as file:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, file)
     return Path(path)
 
 
@@ -70,7 +97,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} does not exist; check the path, or start without resume")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+    except pickle.UnpicklingError as error:  # weights_only refused something; torch's advice is to turn it off
+        refused = re.search(r"GLOBAL (\S+)", str(error))
+        what = f"the global {refused.group(1)}" if refused else "something other than tensors, numbers and strings"
+        raise UnsafePickleError(
+            f"{path} asks for {what}, which a squeeze-span checkpoint never holds; it was refused and nothing from "
+            "the file was executed. Use a checkpoint that squeeze-span train wrote, from a source you trust"
+        ) from None
+    except Exception as error:  # torch raises RuntimeError, EOFError, ... for truncated or foreign files
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(
             f"{path} is not a readable squeeze-span checkpoint ({reason}); it may be truncated"

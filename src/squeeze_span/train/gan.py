@@ -56,8 +56,26 @@ from squeeze_span.generators import save_network
 from squeeze_span.generators.stylegan2 import Discriminator, Generator
 from squeeze_span.losses import discriminator_logistic_loss, generator_logistic_loss, r1_penalty
 from squeeze_span.runtime import PRECISIONS, autocast, full_precision, machine_description, resolve_device
-from squeeze_span.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from squeeze_span.train.run import RunFolder, check_finite, resume_path
+from squeeze_span.train.checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    load_optimizer_state,
+    restore_rng,
+    save_checkpoint,
+)
+from squeeze_span.train.run import (
+    CHANGEABLE_ON_RESUME,
+    RunFolder,
+    check_finite,
+    check_finite_weights,
+    resume_changes,
+    resume_path,
+)
+
+# The losses' weights, the run's length and its snapshots may also change on resume (a diverging
+# GAN is resumed with a larger r1_gamma); the optimizers take the config's hyperparameters.
+CHANGEABLE = CHANGEABLE_ON_RESUME + ("loss", "train.total_kimg", "train.snapshot_kimg", "train.grid_size")
+DIVERGED_FIX = "Raise loss.r1_gamma, lower optimizer.g_lr/d_lr, or try train.precision=fp32"
 
 
 def gan_resolution(image_size: tuple[int, int], resolution: int | None) -> int:
@@ -86,6 +104,13 @@ def real_images_for_gan(images: torch.Tensor, resolution: int) -> torch.Tensor:
         top, left = (resolution - height) // 2, (resolution - width) // 2
         x = F.pad(x, (left, resolution - width - left, top, resolution - height - top), value=-1.0)
     return x
+
+
+def snapshot_name(nimg: int) -> str:
+    """``network-snapshot-KIMG`` (NVIDIA's name) at whole thousands of images, ``network-snapshot-KIMG.FFF``
+    between them: one name per image count, so that snapshots never overwrite each other."""
+    kimg, rest = divmod(nimg, 1000)
+    return f"network-snapshot-{kimg:06d}" + (f".{rest:03d}" if rest else "")
 
 
 def ema_beta(batch_size: int, nimg: int, ema_kimg: float, rampup: float | None) -> float:
@@ -285,13 +310,16 @@ class GanTrainer:
         }
 
     def save(self) -> None:
+        check_finite_weights({"G": self.G, "D": self.D, "G_ema": self.G_ema}, self.step, self.run, DIVERGED_FIX)
         save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
 
-    def resume(self) -> None:
+    def resume(self) -> list[str]:
+        """Continue from the checkpoint ``resume`` names, if any; return the settings this config changes."""
         path = resume_path(self.config.resume, self.checkpoint_dir)
         if path is None:
-            return
+            return []
         state = load_checkpoint(path, map_location=self.device)
+        changes = resume_changes(state["config"], self.config, CHANGEABLE, path)
         try:
             for name in ("G", "D", "G_ema"):
                 getattr(self, name).load_state_dict(state[name])
@@ -300,16 +328,17 @@ class GanTrainer:
                 f"{path} does not fit this config's networks ({str(error).splitlines()[0]}); "
                 f"resume with the config in {path.parent.parent / 'config.yaml'}"
             ) from None
-        self.G_opt.load_state_dict(state["G_opt"])
-        self.D_opt.load_state_dict(state["D_opt"])
+        load_optimizer_state(self.G_opt, state["G_opt"])
+        load_optimizer_state(self.D_opt, state["D_opt"])
         self.stream.load_state_dict(state["stream"])
         self._r1 = state["r1"].to(self.device)
         restore_rng(state["rng"][0], self._generators())
         self.step, self.nimg = int(state["step"]), int(state["nimg"])
+        return changes
 
     def snapshot(self) -> Path:
-        """``snapshots/network-snapshot-KIMG/``: G_ema, G and D in our safe format, and a grid of G_ema's samples."""
-        folder = self.snapshot_dir / f"network-snapshot-{self.nimg // 1000:06d}"
+        """``snapshots/<snapshot_name>/``: G_ema, G and D in our safe format, and a grid of G_ema's samples."""
+        folder = self.snapshot_dir / snapshot_name(self.nimg)
         for name in ("G_ema", "G", "D"):
             save_network(getattr(self, name), folder, name)
         with torch.no_grad(), autocast(self.device, self.config.train.precision):
@@ -322,17 +351,21 @@ class GanTrainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``total_kimg`` or for ``max_seconds`` (resuming if asked); return the last logged record."""
+        """Train to ``total_kimg`` or for ``max_seconds`` (resuming if asked); return the last logged record.
+
+        A run that is already complete is left as it is: the record says ``already_complete``.
+        """
         train = self.config.train
         start = time.perf_counter()
-        self.resume()
-        self.run.open(self.step)
+        changes = self.resume()
+        if self.nimg >= self.total_nimg:
+            return {"step": self.step, "kimg": self.nimg / 1000, "already_complete": True}
+        self.run.open(self.step, changes)
         total_steps = math.ceil(self.total_nimg / train.batch_size)
         bar = self.run.progress(total_steps, self.step, "train-gan", train.progress)
         snapshot_nimg = max(1, round(train.snapshot_kimg * 1000))
         last_time, last_nimg = time.perf_counter(), self.nimg
         record: dict[str, Any] = {"step": self.step, "kimg": self.nimg / 1000}
-        fix = "Raise loss.r1_gamma, lower optimizer.g_lr/d_lr, or try train.precision=fp32"
         try:
             while self.nimg < self.total_nimg:
                 before = self.nimg
@@ -343,7 +376,7 @@ class GanTrainer:
                 save_now = self.step % train.checkpoint_every == 0 or snapshot_now
                 log_now = self.step % train.log_every == 0 or save_now
                 if self.device.type == "cpu" or log_now:  # a free check on CPU; a sync on GPUs
-                    check_finite(logs, self.step, self.checkpoint_dir / "last.pt", fix)
+                    check_finite(logs, self.step, self.run, DIVERGED_FIX)
                 if log_now:
                     now = time.perf_counter()
                     record = {

@@ -3,40 +3,77 @@
 output_dir/
   config.yaml        the resolved config: the run can be repeated from it
   command.txt        every command line that ran in this folder, one a line
+  changes.txt        each resume that changed settings: its step and every key's old -> new value
   metrics.jsonl      one JSON object per logged step
   events.out.tfevents.*   the same scalars for TensorBoard
   checkpoints/       last.pt (and kept snapshots)
+  .lock              locked (flock) by the process that runs here, so that a second run is refused;
+                     the system releases it when that process ends, however it ends
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
+import os
 import shlex
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from squeeze_span.config import to_yaml
-from squeeze_span.errors import UserError
+from squeeze_span.errors import ConfigError, UserError
+from squeeze_span.fileio import atomic_write, remove_stale_temporaries
+from squeeze_span.train.checkpoint import load_checkpoint
 from squeeze_span.train.events import EventWriter
+
+# What every trainer may change on resume without making the run another one: the optimizer's
+# hyperparameters, where and in which precision it computes, its time budget, how often it logs and saves.
+CHANGEABLE_ON_RESUME = (
+    "optimizer",
+    "data.on_device",
+    "train.max_seconds",
+    "train.precision",
+    "train.device",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.progress",
+)
+# Where the run is written and whether it resumes are not settings of the run.
+_NOT_COMPARED = ("output_dir", "resume")
 
 
 class TrainingDiverged(UserError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
+    """A loss or a weight became NaN or infinite; the last finite checkpoint is kept."""
 
 
-def check_finite(logs: dict[str, torch.Tensor], step: int, checkpoint: Path, fix: str) -> None:
+def check_finite(logs: dict[str, torch.Tensor], step: int, run: RunFolder, fix: str) -> None:
     """Stop on a NaN or infinite ``loss``, naming the most specific term that went bad."""
     if torch.isfinite(logs["loss"]):
         return
     terms = sorted((name for name in logs if name.startswith("loss/")), key=len, reverse=True)
     bad = next((name for name in terms if not torch.isfinite(logs[name]).all()), "loss")
-    raise TrainingDiverged(
-        f"{bad} became {logs[bad].item()} at step {step}; the run stopped and {checkpoint} keeps the last good "
-        f"state. {fix}"
-    )
+    raise TrainingDiverged(f"{bad} became {logs[bad].item()} at step {step}; the run stopped and {run.kept()}. {fix}")
+
+
+def check_finite_weights(modules: Mapping[str, nn.Module], step: int, run: RunFolder, fix: str) -> None:
+    """Stop on a NaN or infinite weight, before it is checkpointed over the last finite state.
+
+    A step whose loss was finite can still leave non-finite weights; the loss check sees
+    them only in the next step.
+    """
+    for prefix, module in modules.items():
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise TrainingDiverged(
+                    f"{prefix}.{name} became non-finite at step {step}; the run stopped and {run.kept()}. {fix}"
+                )
 
 
 def resume_path(resume: str | None, checkpoints: Path) -> Path | None:
@@ -50,6 +87,68 @@ def resume_path(resume: str | None, checkpoints: Path) -> Path | None:
     return Path(resume)
 
 
+def resume_changes(saved: Mapping[str, Any], config: Any, changeable: Sequence[str], source: Path) -> list[str]:
+    """The settings ``config`` changes against ``saved``, the config in the checkpoint ``source``: 'key old -> new'.
+
+    A changed key outside ``changeable`` (full keys, or sections such as 'optimizer') would
+    make the run another one (its model, method, data, teacher, batch or seed) and is refused.
+    A key that the checkpoint lacks (written before squeeze-span had it) is not compared.
+    """
+    missing = object()
+    changed = []
+    for key, new in _settings(config).items():
+        old = _lookup(saved, key, missing)
+        if key not in _NOT_COMPARED and old is not missing and old != new:
+            changed.append((key, old, new))
+    refused = [(key, old, new) for key, old, new in changed if not _matches(key, changeable)]
+    if refused:
+        trained = ", ".join(f"{key}={_text(old)}" for key, old, _ in refused)
+        given = ", ".join(f"{key}={_text(new)}" for key, _, new in refused)
+        raise ConfigError(
+            f"{source} was trained with {trained}, which cannot change on resume (this config has {given}); "
+            f"resume with {trained}, or start a new run in another output_dir"
+        )
+    return [f"{key} {_text(old)} -> {_text(new)}" for key, old, new in changed]
+
+
+def _settings(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A config dataclass as {dotted key: value}; a dict-typed field (a network's kwargs) is one value."""
+    settings = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            settings.update(_settings(value, f"{prefix}{field.name}."))
+        else:
+            settings[f"{prefix}{field.name}"] = value
+    return settings
+
+
+def _lookup(tree: Mapping[str, Any], key: str, default: Any) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return default
+        tree = tree[part]
+    return tree
+
+
+def _matches(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
+
+
+def _text(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def _logged_step(line: str) -> int | None:
+    """The step of one metrics.jsonl line; None for a line that is not a record with a step."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None
+
+
 class RunFolder:
     """Writes a run's files on the main process; every method is a no-op elsewhere."""
 
@@ -59,23 +158,81 @@ class RunFolder:
         self.config = config
         self.command = command
         self.is_main = is_main
+        self._lock = None
         self._metrics = None
         self._events: EventWriter | None = None
 
-    def open(self, step: int) -> None:
-        """Record the config and command; drop logged steps past ``step`` (a killed run's, about to run again)."""
+    def open(self, step: int, changes: Sequence[str] = (), line: dict[str, Any] | None = None) -> None:
+        """Lock the folder for this run; record the config, the command and the settings that resuming at
+        ``step`` changed; drop what a killed run left past ``step`` (logged steps, about to run again) and
+        its half-written files; log ``line``, the checkpoint's own log line, if a kill came before it."""
         if not self.is_main:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "config.yaml").write_text(to_yaml(self.config))
-        with (self.path / "command.txt").open("a") as file:
-            file.write(shlex.join(self.command) + "\n")
+        self._take_lock()
+        try:
+            remove_stale_temporaries(self.path)
+            with atomic_write(self.path / "config.yaml") as temp:
+                temp.write_text(to_yaml(self.config))
+            with (self.path / "command.txt").open("a") as file:
+                file.write(shlex.join(self.command) + "\n")
+            if changes:
+                print(f"resuming at step {step} with changed settings: {', '.join(changes)}")
+                with (self.path / "changes.txt").open("a") as file:
+                    file.write(f"step {step}: {', '.join(changes)}\n")
+            logged = self._trim_metrics(step)
+            self._metrics = (self.path / "metrics.jsonl").open("a")
+            self._events = EventWriter(self.path)
+            if line is not None and logged < step:
+                self.log(line)
+        except BaseException:
+            self.close()
+            raise
+
+    def _take_lock(self) -> None:
+        lock = (self.path / ".lock").open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip()
+            lock.close()
+            by = f" (process {holder})" if holder else ""
+            raise ConfigError(
+                f"output_dir {self.path} is in use by another run{by}; wait for it to finish, "
+                "or choose another output_dir"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    def _trim_metrics(self, step: int) -> int:
+        """Keep the readable lines up to ``step``; return the last step they log (0 for none)."""
         metrics = self.path / "metrics.jsonl"
-        if metrics.exists():
-            kept = [line for line in metrics.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= step]
-            metrics.write_text("".join(kept))
-        self._metrics = metrics.open("a")
-        self._events = EventWriter(self.path)
+        if not metrics.exists():
+            return 0
+        text = metrics.read_text(errors="replace")
+        lines = text.splitlines()
+        steps = [_logged_step(line) for line in lines]
+        unreadable = [number for number, logged in enumerate(steps, 1) if logged is None]
+        if unreadable == [len(lines)]:
+            print(f"{metrics}: dropped its last line, which a crash cut short", file=sys.stderr)
+        elif unreadable:
+            print(f"{metrics}: dropped lines {', '.join(map(str, unreadable))}, which are not records", file=sys.stderr)
+        kept = [(line, logged) for line, logged in zip(lines, steps) if logged is not None and logged <= step]
+        kept_text = "".join(line + "\n" for line, _ in kept)
+        if kept_text != text:
+            with atomic_write(metrics) as temp:
+                temp.write_text(kept_text)
+        return max((logged for _, logged in kept), default=0)
+
+    def kept(self) -> str:
+        """What a stopped run leaves to resume from, for its message."""
+        last = self.checkpoints / "last.pt"
+        if not last.exists():
+            return "no checkpoint was written"
+        return f"{last} holds step {load_checkpoint(last)['step']}"
 
     def log(self, record: dict[str, Any]) -> None:
         if self._metrics is None:
@@ -97,7 +254,13 @@ class RunFolder:
         )
 
     def close(self) -> None:
+        """Close the logs and release the folder's lock."""
         if self._metrics is not None:
             self._metrics.close()
+            self._metrics = None
+        if self._events is not None:
             self._events.close()
-            self._metrics = self._events = None
+            self._events = None
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases its lock
+            self._lock = None

@@ -32,6 +32,7 @@ from squeeze_span.runtime import PRECISIONS, autocast, machine_description
 from squeeze_span.train.checkpoint import (
     capture_rng,
     load_checkpoint,
+    load_optimizer_state,
     restore_rng,
     save_checkpoint,
 )
@@ -43,10 +44,30 @@ from squeeze_span.train.distributed import (
     init_distributed,
     max_over_ranks,
 )
-from squeeze_span.train.run import RunFolder, check_finite, resume_path
+from squeeze_span.train.run import (
+    CHANGEABLE_ON_RESUME,
+    RunFolder,
+    check_finite,
+    check_finite_weights,
+    resume_changes,
+    resume_path,
+)
 from squeeze_span.train.sync_batchnorm import convert_sync_batchnorm
 
 MethodFactory = Callable[[Any, nn.Module, MethodContext], Method]
+
+# The run's length and its monitor may also change on resume: the learning rate is a function of the
+# config's length and the step (or the time spent), so it follows the new length.
+CHANGEABLE = CHANGEABLE_ON_RESUME + (
+    "train.max_steps",
+    "train.epochs",
+    "train.budget_seconds",
+    "train.snapshot_every",
+    "train.knn_every",
+    "train.knn_train_samples",
+    "train.knn_test_samples",
+)
+DIVERGED_FIX = "Lower optimizer.base_lr, or try train.precision=fp32"
 
 
 @dataclass(frozen=True)
@@ -215,8 +236,11 @@ class Trainer:
             "rng": all_gather_objects(capture_rng(self._generators())),
         }
 
-    def save(self) -> None:
-        state = self.state_dict()  # every rank joins the RNG gather
+    def save(self, line: dict[str, Any] | None = None) -> None:
+        """Checkpoint this step with its log line (None if it logs none), which a resume writes if a kill
+        came between the checkpoint and the line."""
+        check_finite_weights({"method": self.method}, self.step, self.run, DIVERGED_FIX)
+        state = {**self.state_dict(), "log": line}  # every rank joins the RNG gather
         if self.dist.is_main:
             save_checkpoint(state, self.checkpoint_dir / "last.pt")
             every = self.config.train.snapshot_every
@@ -224,16 +248,20 @@ class Trainer:
                 save_checkpoint(state, self.checkpoint_dir / f"step_{self.step:07d}.pt")
         barrier()
 
-    def resume(self) -> None:
+    def resume(self) -> tuple[list[str], dict[str, Any] | None]:
+        """Continue from the checkpoint ``resume`` names, if any; return the settings this config changes
+        and the checkpoint's log line."""
         path = resume_path(self.config.resume, self.checkpoint_dir)
         if path is None:
-            return
+            return [], None
         state = load_checkpoint(path, map_location=self.device)
         ranks = len(state["rng"])
         if ranks != self.dist.world_size:
             raise ConfigError(
-                f"{path} was written by {ranks} processes; resume it with the same number, not {self.dist.world_size}"
+                f"{path} was written by {ranks} processes; resume it with the same number, not {self.dist.world_size}, "
+                "or start a new run in another output_dir"
             )
+        changes = resume_changes(state["config"], self.config, CHANGEABLE, path)
         try:
             self.method.load_state_dict(state["method"])
         except RuntimeError as error:
@@ -241,12 +269,14 @@ class Trainer:
                 f"{path} does not fit this config's model ({str(error).splitlines()[0]}); "
                 f"resume with the config in {path.parent.parent / 'config.yaml'}"
             ) from None
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.elapsed_seconds = float(state.get("elapsed_seconds", 0.0))
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when written without fp16
+            self.scaler.load_state_dict(state["scaler"])
         self.stream.load_state_dict(state["stream"])
         restore_rng(state["rng"][self.dist.rank], self._generators())
         self.step = int(state["step"])
+        return changes, state.get("log")
 
     # ------------------------------------------------------------------ monitoring
 
@@ -293,11 +323,16 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to ``total_steps`` or to the end of ``train.budget_seconds``, or for ``train.max_seconds``
-        (resuming if asked); return the final metrics."""
+        (resuming if asked); return the final metrics.
+
+        A run that is already complete is left as it is: the record says ``already_complete``.
+        """
         train = self.config.train
-        self.resume()
+        changes, line = self.resume()
+        if self.finished():
+            return {"step": self.step, "already_complete": True}
         main = self.dist.is_main
-        self.run.open(self.step)
+        self.run.open(self.step, changes, line)
         budgeted = train.budget_seconds is not None
         desc = f"train {self.config.method.name}"
         if budgeted:
@@ -318,12 +353,7 @@ class Trainer:
                 real = self.stream.next(self.real)
                 with autocast(self.device, train.precision):
                     logs = self.model(real, local_synthetic)
-                check_finite(
-                    logs,
-                    self.step + 1,
-                    self.checkpoint_dir / "last.pt",
-                    "Lower optimizer.base_lr, or try train.precision=fp32",
-                )
+                check_finite(logs, self.step + 1, self.run, DIVERGED_FIX)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(logs["loss"]).backward()
                 self.scaler.step(self.optimizer)
@@ -349,6 +379,11 @@ class Trainer:
                         "images_per_s": (self.step - last_step) * train.batch_size / (now - last_time),
                     }
                     record.update({name: value.item() for name, value in logs.items()})
+                # The checkpoint comes before the kNN monitor, so that a monitor that fails loses no steps;
+                # it holds this step's log line, which a resume writes if a kill comes before the line.
+                if self.step % train.checkpoint_every == 0 or last:
+                    self.save(record if log_now or knn_now else None)
+                if log_now or knn_now:
                     if knn_now and main:
                         record.update(self.knn_monitor() or {})
                     last_time, last_step = self.clock(), self.step
@@ -358,8 +393,6 @@ class Trainer:
                             loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False
                         )
                 bar.update(min(round(self.elapsed_seconds), bar.total) - bar.n if budgeted else 1)
-                if self.step % train.checkpoint_every == 0 or last:
-                    self.save()
                 if out_of_time:
                     break
         finally:
