@@ -7,8 +7,10 @@ from squeeze_span.losses import (
     covariance_loss,
     invariance_loss,
     simsiam_loss,
+    squeeze_loss,
     variance_loss,
     vicreg_loss,
+    weighted_sum,
 )
 
 # A 3x2 batch small enough to work out by hand.
@@ -46,6 +48,26 @@ def test_vicreg_loss_weights_its_terms():
     )
     assert terms["loss"].item() == pytest.approx(expected.item())
     assert terms["covariance"].item() == pytest.approx(4.0 + covariance_loss(other).item())
+
+
+def test_weighted_sum_by_hand_and_refuses_terms_without_a_weight():
+    terms = {"a": torch.tensor(2.0), "b": torch.tensor(-1.0)}
+    result = weighted_sum(terms, {"a": 3.0, "b": 4.0})
+    assert result["loss"].item() == 2.0 and result["a"].item() == 2.0  # 3 * 2 + 4 * -1
+    with pytest.raises(ValueError, match=r"must name exactly the terms \['a', 'b'\]"):
+        weighted_sum(terms, {"a": 3.0, "c": 4.0})
+
+
+def test_squeeze_loss_by_hand_with_and_without_the_teacher_terms():
+    teacher = Z / 10  # std ~0.2: the teacher's own variance term is 1 - sqrt(0.04 + 1e-4)
+    # Differences 0.9 * Z: 0.81 * (1 + 4 + 9 + 0 + 25 + 16) / 6.
+    invariance = 0.81 * 55 / 6
+    terms = squeeze_loss(Z, teacher, invariance_weight=2.0, variance_weight=3.0, covariance_weight=5.0)
+    # Z's variance term is 0 (std 2) and its covariance term 4.
+    assert terms["loss"].item() == pytest.approx(2.0 * invariance + 5.0 * 4.0, rel=1e-6)
+    regularized = squeeze_loss(Z, teacher, 2.0, 3.0, 5.0, teacher_regularization=True)
+    extra = 3.0 * (1 - math.sqrt(0.04 + 1e-4)) + 5.0 * 4.0 / 100**2  # covariances / 100, squared
+    assert regularized["loss"].item() == pytest.approx(terms["loss"].item() + extra, rel=1e-6)
 
 
 def test_simsiam_loss_by_hand_and_stops_the_gradient():

@@ -58,6 +58,18 @@ def covariance_loss(z: torch.Tensor) -> torch.Tensor:
     return off_diagonal.square().sum() / d
 
 
+def weighted_sum(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> dict[str, torch.Tensor]:
+    """L = sum_k w_k * terms[k]: the terms, unweighted, plus their weighted total under ``loss``.
+
+    Every method's loss is such a sum; the unweighted terms are what a trainer logs. ``weights``
+    must name exactly the terms, so that a term is never left out of the total by a typo.
+    """
+    if set(terms) != set(weights) or "loss" in terms:
+        raise ValueError(f"weights {sorted(weights)} must name exactly the terms {sorted(terms)} (and no 'loss')")
+    total = sum(weights[name] * value for name, value in terms.items())
+    return {**terms, "loss": total}
+
+
 def vicreg_loss(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -77,12 +89,37 @@ def vicreg_loss(
         "variance": variance_loss(a) + variance_loss(b),
         "covariance": covariance_loss(a) + covariance_loss(b),
     }
-    terms["loss"] = (
-        invariance_weight * terms["invariance"]
-        + variance_weight * terms["variance"]
-        + covariance_weight * terms["covariance"]
-    )
-    return terms
+    weights = {"invariance": invariance_weight, "variance": variance_weight, "covariance": covariance_weight}
+    return weighted_sum(terms, weights)
+
+
+def squeeze_loss(
+    z_student: torch.Tensor,
+    z_teacher: torch.Tensor,
+    invariance_weight: float = 25.0,
+    variance_weight: float = 25.0,
+    covariance_weight: float = 1.0,
+    teacher_regularization: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Squeeze (Yang et al., NeurIPS 2022, eq. 3): λ MSE(Z_f, Z_g) + μ v(Z_f) + ν c(Z_f).
+
+    ``z_student`` is Z_f = S(a[G(w)]) and ``z_teacher`` is Z_g = T_phi(h^g(w)); the teacher's
+    side is not detached, since T_phi learns through the invariance term. With
+    ``teacher_regularization`` the variance and covariance terms also cover Z_g, as the paper's
+    equation writes (the authors' code leaves them out). Returns the weighted total under
+    ``loss`` and the unweighted terms.
+    """
+    _check_pair(z_student, z_teacher)
+    terms = {
+        "invariance": invariance_loss(z_student, z_teacher),
+        "variance": variance_loss(z_student),
+        "covariance": covariance_loss(z_student),
+    }
+    if teacher_regularization:
+        terms["variance"] = terms["variance"] + variance_loss(z_teacher)
+        terms["covariance"] = terms["covariance"] + covariance_loss(z_teacher)
+    weights = {"invariance": invariance_weight, "variance": variance_weight, "covariance": covariance_weight}
+    return weighted_sum(terms, weights)
 
 
 def simsiam_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

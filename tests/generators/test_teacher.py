@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from squeeze_span.errors import ConfigError
-from squeeze_span.generators import LATENT_FEATURES, Teacher, TeacherPool, load_stylegan2_pkl
+from squeeze_span.generators import LATENT_FEATURES, SampleSource, Teacher, TeacherPool, load_stylegan2_pkl
 from squeeze_span.generators.stylegan2 import Generator
 
 
@@ -90,7 +90,10 @@ def test_any_generator_is_a_teacher_through_regex_hooks():
 
 def test_a_pool_holds_rendered_samples_with_pooled_features(tiny_teacher_generator):
     rendered = Teacher(tiny_teacher_generator, noise_mode="const", seed=5).sample(7)
-    pool = TeacherPool(Teacher(tiny_teacher_generator, noise_mode="const", seed=5), 7)
+    teacher = Teacher(tiny_teacher_generator, noise_mode="const", seed=5)
+    pool = TeacherPool(teacher, 7)
+    assert isinstance(teacher, SampleSource) and isinstance(pool, SampleSource)  # what a method is handed
+    assert not isinstance(tiny_teacher_generator, SampleSource)
     assert len(pool) == 7 and pool.image_shape == (3, 16, 16)
     assert pool.feature_shapes == [(32,), (32,), (16,)]  # what T_phi reads: one number per channel
     torch.testing.assert_close(pool.images.float(), rendered.images, atol=1e-3, rtol=0)

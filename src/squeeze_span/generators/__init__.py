@@ -11,6 +11,7 @@ from squeeze_span.generators.loading import (
 from squeeze_span.generators.teacher import (
     DEFAULT_FEATURES,
     LATENT_FEATURES,
+    SampleSource,
     Teacher,
     TeacherPool,
     TeacherSample,
@@ -19,6 +20,7 @@ from squeeze_span.generators.teacher import (
 __all__ = [
     "DEFAULT_FEATURES",
     "LATENT_FEATURES",
+    "SampleSource",
     "Teacher",
     "TeacherPool",
     "TeacherSample",

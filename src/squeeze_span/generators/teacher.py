@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -147,6 +148,23 @@ class Teacher:
     def image_shape(self) -> tuple[int, ...]:
         """Per-sample image shape (C, H, W)."""
         return self._probe_shapes()[0]
+
+
+@runtime_checkable
+class SampleSource(Protocol):
+    """What a method draws generated samples from: a ``Teacher`` rendering them, or a ``TeacherPool``
+    of its samples. ``latent_generator`` drives the draws; the trainer checkpoints it."""
+
+    latent_generator: torch.Generator
+    device: torch.device
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> TeacherSample: ...
+
+    @property
+    def feature_shapes(self) -> list[tuple[int, ...]]: ...
+
+    @property
+    def image_shape(self) -> tuple[int, ...]: ...
 
 
 class TeacherPool:

@@ -24,7 +24,7 @@ from torch import nn
 
 from squeeze_span.config import ModelConfig
 from squeeze_span.data import BatchAugmentation
-from squeeze_span.generators import Teacher
+from squeeze_span.generators import SampleSource
 
 
 @dataclass
@@ -37,7 +37,7 @@ class MethodContext:
     augmentation: BatchAugmentation  # the paper's augmentation, for real and synthetic images
     generator: torch.Generator  # draws augmentation parameters; checkpointed by the trainer
     model: ModelConfig
-    teacher: Teacher | None = None
+    teacher: SampleSource | None = None  # a Teacher, or a TeacherPool of its samples
     # Concatenates a tensor over all ranks, with gradients (identity on one process), so that
     # batch statistics (variance, covariance) cover the global batch.
     gather: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor

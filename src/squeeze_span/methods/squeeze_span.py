@@ -25,7 +25,7 @@ from squeeze_span.config import bounded
 from squeeze_span.data import center_view, match_channels
 from squeeze_span.data.stream import RealBatch
 from squeeze_span.errors import ConfigError
-from squeeze_span.losses import covariance_loss, variance_loss, vicreg_loss
+from squeeze_span.losses import squeeze_loss, vicreg_loss
 from squeeze_span.methods.base import Method, MethodContext, split_batch
 from squeeze_span.models.heads import SqueezeModule, projector
 from squeeze_span.runtime import full_precision
@@ -80,24 +80,15 @@ class SqueezeSpan(Method):
         z_student = self.embed(views)
         z_teacher = context.gather(self.squeeze_module(sample.features).float())
         with full_precision(context.device):
-            return self._squeeze_terms(z_student, z_teacher), z_student
-
-    def _squeeze_terms(self, z_student: torch.Tensor, z_teacher: torch.Tensor) -> dict[str, torch.Tensor]:
-        config = self.config
-        terms = {
-            "invariance": nn.functional.mse_loss(z_student, z_teacher),
-            "variance": variance_loss(z_student),
-            "covariance": covariance_loss(z_student),
-        }
-        if config.teacher_regularization:
-            terms["variance"] = terms["variance"] + variance_loss(z_teacher)
-            terms["covariance"] = terms["covariance"] + covariance_loss(z_teacher)
-        terms["loss"] = (
-            config.invariance_weight * terms["invariance"]
-            + config.variance_weight * terms["variance"]
-            + config.covariance_weight * terms["covariance"]
-        )
-        return terms
+            terms = squeeze_loss(
+                z_student,
+                z_teacher,
+                config.invariance_weight,
+                config.variance_weight,
+                config.covariance_weight,
+                config.teacher_regularization,
+            )
+        return terms, z_student
 
     def span_loss(self, real_images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """VICReg's terms between two augmented views of the real images, and the first view's Z."""

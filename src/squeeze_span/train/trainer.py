@@ -25,7 +25,7 @@ from squeeze_span.data.augment import DEFAULT_SIZES
 from squeeze_span.data.stream import RealBatchStream
 from squeeze_span.errors import ConfigError, DatasetError
 from squeeze_span.eval import extract_features, knn_accuracy
-from squeeze_span.generators import Teacher, TeacherPool, load_generator
+from squeeze_span.generators import SampleSource, Teacher, TeacherPool, load_generator
 from squeeze_span.methods.base import Method, MethodContext
 from squeeze_span.models import build_backbone
 from squeeze_span.runtime import PRECISIONS, autocast, machine_description
@@ -186,7 +186,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ building
 
-    def _build_teacher(self) -> Teacher | TeacherPool | None:
+    def _build_teacher(self) -> SampleSource | None:
         teacher = self.config.teacher
         if teacher.path is None:
             return None
