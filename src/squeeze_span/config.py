@@ -202,7 +202,7 @@ class GanTrainConfig(RunSettings):
     total_kimg: float = bounded(1000.0, above=0)  # stop after this many thousand real images
     log_every: int = bounded(50, min=1)  # steps
     checkpoint_every: int = bounded(500, min=1)  # steps between writes of checkpoints/last.pt
-    snapshot_kimg: float = bounded(50.0, above=0)  # thousands of images between snapshots/network-snapshot-KIMG/
+    snapshot_kimg: float = bounded(50.0, above=0)  # thousands of images between snapshots/network-snapshot-KIMG[.FFF]/
     grid_size: int = bounded(64, min=1)  # samples of G_ema on fixed latents in each snapshot's grid
 
 

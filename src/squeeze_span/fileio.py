@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from squeeze_span.errors import UnsafePickleError
+from squeeze_span.errors import CheckpointError, UnsafePickleError
 
 # mkstemp's names: the prefix, 8 characters of tempfile's alphabet, the suffix.
 _TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
@@ -115,3 +115,23 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"{self.source} asks for the global {module}.{name}, which is not on the allow-list; "
                 "it was refused and nothing from the file was executed. Use a file from a trusted source"
             ) from None
+
+
+def load_torch_file(path: Path, map_location: Any = "cpu", *, what: str = "squeeze-span checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)``, with one-line errors: a refused global is named (torch's own
+    message advises turning the protection off, which a user must never be told), a truncated or foreign
+    file says so."""
+    import torch  # fileio is imported where torch is not needed
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = re.search(r"GLOBAL (\S+)", str(error))
+        asked = f"the global {refused.group(1)}" if refused else "something other than tensors, numbers and strings"
+        raise UnsafePickleError(
+            f"{path} asks for {asked}, which a {what} never holds; it was refused and nothing from the file was "
+            "executed. Use a file that squeeze-span wrote, from a source you trust"
+        ) from None
+    except Exception as error:  # torch raises RuntimeError, EOFError, ... for truncated or foreign files
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path} is not a readable {what} ({reason}); it may be truncated") from None

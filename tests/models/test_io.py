@@ -1,6 +1,7 @@
 """The exported-backbone format: round trips, its metadata, and every way a file can be wrong."""
 
 import json
+import os
 import re
 
 import pytest
@@ -183,6 +184,22 @@ def test_a_foreign_torch_save_file_is_not_a_training_checkpoint(tmp_path):
     _expect(
         path, r"is a torch file but not a squeeze-span training checkpoint \(no 'backbone' entry\); pass a run folder"
     )
+
+
+def test_a_torch_file_that_asks_for_code_is_refused_naming_the_global(tmp_path):
+    from squeeze_span.errors import UnsafePickleError
+
+    pwned = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {pwned}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"backbone": Payload()}, path)
+    with pytest.raises(UnsafePickleError, match=f"{re.escape(str(path))} asks for the global posix.system") as error:
+        load_backbone(path)
+    assert "weights_only" not in str(error.value) and not pwned.exists()
 
 
 def test_safetensors_without_our_metadata(tmp_path):

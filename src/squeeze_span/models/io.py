@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 
 from squeeze_span import assets
 from squeeze_span.errors import CheckpointError, ConfigError
-from squeeze_span.fileio import atomic_write
+from squeeze_span.fileio import atomic_write, load_torch_file
 from squeeze_span.models.resnet import BACKBONES, ResNet, build_backbone
 
 FORMAT = "squeeze-span-backbone"
@@ -92,8 +92,8 @@ def load_backbone(path: str | os.PathLike[str], *, arch: str | None = None) -> R
 def _backbone_from_training_checkpoint(path: Path) -> ResNet:
     """The backbone inside a training checkpoint: its build arguments under 'backbone', and its
     weights in the method's state dict ('method') under the prefix 'backbone.'."""
+    state = load_torch_file(path, what="squeeze-span training checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         config = dict(state["backbone"])
         weights = {
             key[len(BACKBONE_PREFIX) :]: value
@@ -105,9 +105,8 @@ def _backbone_from_training_checkpoint(path: Path) -> ResNet:
             f"{path} is a torch file but not a squeeze-span training checkpoint (no {error} entry); "
             "pass a run folder, its checkpoints/last.pt, or an exported .safetensors backbone"
         ) from None
-    except Exception as error:  # a truncated or foreign torch file fails in many ways
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path} is not a readable squeeze-span training checkpoint ({reason})") from None
+    except (TypeError, ValueError, AttributeError) as error:  # a torch file of another shape
+        raise CheckpointError(f"{path} is not a squeeze-span training checkpoint ({error})") from None
     model = build_backbone(config.pop("arch"), **config)
     _check_keys(path, model, weights, "the checkpoint does not hold this backbone's weights")
     model.load_state_dict(weights, strict=True)

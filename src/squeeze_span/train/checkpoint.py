@@ -16,17 +16,15 @@ rebuilt on resume, so that a changed learning rate or length takes effect.
 
 from __future__ import annotations
 
-import pickle
 import random
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from squeeze_span.errors import CheckpointError, UnsafePickleError
-from squeeze_span.fileio import atomic_write
+from squeeze_span.errors import CheckpointError
+from squeeze_span.fileio import atomic_write, load_torch_file
 
 FORMAT = "squeeze-span-checkpoint"
 VERSION = 1
@@ -95,20 +93,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path, or start without resume")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:  # weights_only refused something; torch's advice is to turn it off
-        refused = re.search(r"GLOBAL (\S+)", str(error))
-        what = f"the global {refused.group(1)}" if refused else "something other than tensors, numbers and strings"
-        raise UnsafePickleError(
-            f"{path} asks for {what}, which a squeeze-span checkpoint never holds; it was refused and nothing from "
-            "the file was executed. Use a checkpoint that squeeze-span train wrote, from a source you trust"
-        ) from None
-    except Exception as error:  # torch raises RuntimeError, EOFError, ... for truncated or foreign files
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(
-            f"{path} is not a readable squeeze-span checkpoint ({reason}); it may be truncated"
-        ) from None
+    state = load_torch_file(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a squeeze-span training checkpoint")
     if state.get("version") != VERSION:

@@ -28,7 +28,7 @@ from squeeze_span.eval import extract_features, knn_accuracy
 from squeeze_span.generators import SampleSource, Teacher, TeacherPool, load_generator
 from squeeze_span.methods.base import Method, MethodContext
 from squeeze_span.models import build_backbone
-from squeeze_span.runtime import PRECISIONS, autocast, machine_description
+from squeeze_span.runtime import autocast, machine_description
 from squeeze_span.train.checkpoint import (
     capture_rng,
     load_checkpoint,
@@ -99,8 +99,6 @@ class Trainer:
     def __init__(self, config: TrainingConfig, method_factory: MethodFactory, command: list[str] | None = None):
         self.config = config
         train = config.train
-        if train.precision not in PRECISIONS:
-            raise ConfigError(f"train.precision={train.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
         self.dist = init_distributed(train.device)
         self.device = self.dist.device
         if train.precision == "fp16" and self.device.type != "cuda":
