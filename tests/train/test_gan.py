@@ -167,6 +167,22 @@ def test_unknown_key_and_torchrun_are_config_errors(learnable_fashion_mnist, tmp
         make_trainer(tiny_overrides(learnable_fashion_mnist, tmp_path / "run"))
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("generator.synthesis_kwargs.channel_bse=3", "generator: 'channel_bse' is not a setting of the Generator"),
+        ("discriminator.block_kwargs.foo=1", "discriminator: 'foo' is not a setting of the Discriminator"),
+        ("generator.mapping_kwargs.num_layers=0", r"generator.mapping_kwargs.num_layers=0 is out of range"),
+        ("discriminator.epilogue_kwargs.mbstd_group_size=-1", r"mbstd_group_size=-1 is out of range; it must be"),
+    ],
+)
+def test_a_bad_key_or_value_in_the_networks_kwargs_is_one_config_error(
+    learnable_fashion_mnist, tmp_path, override, message
+):
+    with pytest.raises(ConfigError, match=message):
+        make_trainer(tiny_overrides(learnable_fashion_mnist, tmp_path / "run") + [override])
+
+
 def test_ema_beta_ramps_up_then_follows_the_half_life():
     assert ema_beta(32, 0, 10.0, 0.05) == 0.0  # at the start G_ema is G
     assert ema_beta(32, 100_000, 10.0, 0.05) == pytest.approx(0.5 ** (32 / 5000))

@@ -47,23 +47,32 @@ INIT_KWARG_RULES: dict[str, tuple[type, Bounds | Choice]] = {
     "num_fp16_res": (int, Bounds(min=0)),
     "num_layers": (int, Bounds(min=1)),
     "architecture": (str, Choice(ARCHITECTURES)),
+    "mbstd_group_size": (int, Bounds(min=1)),
+    "mbstd_num_channels": (int, Bounds(min=0)),
 }
+NULLABLE_INIT_KWARGS = frozenset({"mbstd_group_size"})  # None: the whole batch is one group
+
+
+def init_kwargs_problem(init_kwargs: dict[str, Any], prefix: str = "") -> str | None:
+    """What breaks :data:`INIT_KWARG_RULES` in ``init_kwargs`` (and the dicts nested in it), or None."""
+    for key, value in init_kwargs.items():
+        if isinstance(value, dict):
+            problem = init_kwargs_problem(value, f"{prefix}{key}.")
+            if problem:
+                return problem
+        if key not in INIT_KWARG_RULES or (value is None and key in NULLABLE_INIT_KWARGS):
+            continue
+        kind, rule = INIT_KWARG_RULES[key]
+        if isinstance(value, bool) or not isinstance(value, kind) or not rule.admits(value):
+            return f"{prefix}{key}={value!r} {rule.verdict}; it must be {rule.describe(kind is int)}"
+    return None
 
 
 def check_init_kwargs(source: str | os.PathLike[str], init_kwargs: dict[str, Any], prefix: str = "") -> None:
     """Refuse, naming ``source``, the key and the value, init kwargs that break :data:`INIT_KWARG_RULES`."""
-    for key, value in init_kwargs.items():
-        if isinstance(value, dict):
-            check_init_kwargs(source, value, f"{prefix}{key}.")
-        if key not in INIT_KWARG_RULES:
-            continue
-        kind, rule = INIT_KWARG_RULES[key]
-        if isinstance(value, bool) or not isinstance(value, kind) or not rule.admits(value):
-            allowed = rule.describe(kind is int)
-            raise CheckpointError(
-                f"{source}: init kwarg {prefix}{key}={value!r} {rule.verdict}; it must be {allowed}; "
-                "fix the file, or convert the pickle again"
-            )
+    problem = init_kwargs_problem(init_kwargs, prefix)
+    if problem:
+        raise CheckpointError(f"{source}: init kwarg {problem}; fix the file, or convert the pickle again")
 
 
 def load_stylegan2_pkl(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ import copy
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,7 @@ from squeeze_span.data.stream import RealBatchStream
 from squeeze_span.errors import ConfigError
 from squeeze_span.eval.plots import save_image_grid
 from squeeze_span.generators import save_network
+from squeeze_span.generators.loading import init_kwargs_problem
 from squeeze_span.generators.stylegan2 import Discriminator, Generator
 from squeeze_span.losses import discriminator_logistic_loss, generator_logistic_loss, r1_penalty
 from squeeze_span.runtime import autocast, full_precision, machine_description, resolve_device
@@ -121,6 +123,25 @@ def ema_beta(batch_size: int, nimg: int, ema_kimg: float, rampup: float | None) 
     return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
 
 
+def build_configured(section: str, network: type[torch.nn.Module], **init_kwargs: Any) -> torch.nn.Module:
+    """``network(**init_kwargs)`` from the config section ``section``: a bad value or an unknown key
+    in its nested kwargs (``synthesis_kwargs``, ``epilogue_kwargs``, ...) is one ConfigError."""
+    problem = init_kwargs_problem(init_kwargs, f"{section}.")
+    if problem:
+        raise ConfigError(f"{problem}; fix it in the config or on the command line")
+    try:
+        return network(**init_kwargs)
+    except TypeError as error:
+        # The kwargs dicts are passed down through several layer classes, so the unknown key is
+        # found where a constructor refuses it, not from one signature.
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+        if unknown is None:
+            raise
+        raise ConfigError(
+            f"{section}: {unknown[1]!r} is not a setting of the {network.__name__} or its layers; remove or rename it"
+        ) from None
+
+
 class GanTrainer:
     def __init__(self, config: GanTrainingConfig, command: list[str] | None = None) -> None:
         self.config = config
@@ -146,7 +167,9 @@ class GanTrainer:
         self.resolution = gan_resolution(self.dataset.image_size, data.resolution)
         channels = self.dataset.num_channels
         generator = config.generator
-        self.G = Generator(
+        self.G = build_configured(
+            "generator",
+            Generator,
             z_dim=generator.z_dim,
             c_dim=0,
             w_dim=generator.w_dim,
@@ -156,7 +179,9 @@ class GanTrainer:
             synthesis_kwargs=dict(generator.synthesis_kwargs),
         )
         disc = config.discriminator
-        self.D = Discriminator(
+        self.D = build_configured(
+            "discriminator",
+            Discriminator,
             c_dim=0,
             img_resolution=self.resolution,
             img_channels=channels,
