@@ -120,6 +120,7 @@ def run_squeeze(config: str, data, teacher, out) -> list[float]:
     return [json.loads(line)["std/squeeze"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # two 60-step runs on the real Fashion-MNIST: about 13 s on a quiet machine
 def test_without_variance_and_covariance_the_representation_collapses(tiny_teacher, tmp_path):
     data = "/usr/share/datasets/fashion-mnist"
     if not Path(data).exists():
