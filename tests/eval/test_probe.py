@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from squeeze_span.cli import main
-from squeeze_span.data import DATASET_STATS, load_dataset
+from squeeze_span.data import dataset_info, load_dataset
 from squeeze_span.errors import ConfigError, DatasetError
 from squeeze_span.eval import linear_probe_paper
 from squeeze_span.eval.probe import probe_backbone
@@ -16,14 +16,14 @@ from tests.conftest import tiny_run_overrides
 
 def test_paper_protocol_learns_a_separable_set(learnable_fashion_mnist):
     torch.manual_seed(0)
-    mean, std = DATASET_STATS["fashion_mnist"]
+    info = dataset_info("fashion_mnist")
     result = linear_probe_paper(
         resnet18_cifar(in_channels=1, width=4),
         load_dataset("fashion_mnist", learnable_fashion_mnist, "train"),
         load_dataset("fashion_mnist", learnable_fashion_mnist, "test"),
         size=32,
-        mean=mean,
-        std=std,
+        mean=info.mean,
+        std=info.std,
         num_classes=10,
         device=torch.device("cpu"),
         epochs=3,

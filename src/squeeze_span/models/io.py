@@ -4,9 +4,12 @@ The file holds the backbone's state dict under torchvision's names, and its safe
 metadata holds, under the key ``squeeze_span``, a JSON object::
 
     {"format": "squeeze-span-backbone", "version": 1,
-     "arch": "resnet18_cifar", "in_channels": 3, "width": 64, "num_classes": 0}
+     "arch": "resnet18_cifar", "in_channels": 3, "width": 64, "num_classes": 0,
+     "image_size": 32}
 
-from which :func:`load_backbone` rebuilds the model. A plain torchvision-named state dict
+from which :func:`load_backbone` rebuilds the model. ``image_size``, the side of the images
+the backbone was trained on, is there when its run recorded it; ``squeeze-span probe``
+shows the backbone images of that size. A plain torchvision-named state dict
 in safetensors (timm's ResNet-18 files, for example) loads too when the caller names
 ``arch``; the other arguments are read off the tensor shapes.
 """
@@ -156,8 +159,10 @@ def _backbone_config(
         raise CheckpointError(
             f"{path} names unknown arch {config['arch']!r}; valid: {', '.join(sorted(BACKBONES))}; {EXPORT_HINT}"
         )
-    for name in ("in_channels", "width", "num_classes"):
-        if isinstance(config[name], bool) or not isinstance(config[name], int):
+    if "image_size" in header:  # absent from files of runs that did not record it
+        config["image_size"] = header["image_size"]
+    for name in ("in_channels", "width", "num_classes", "image_size"):
+        if name in config and (isinstance(config[name], bool) or not isinstance(config[name], int)):
             raise CheckpointError(f"{path} has no valid {name!r} in its metadata; {EXPORT_HINT}")
     if arch is not None and arch != config["arch"]:
         raise CheckpointError(
