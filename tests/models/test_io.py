@@ -74,6 +74,16 @@ def test_metadata_is_recorded(tmp_path):
     }
 
 
+def test_the_trained_image_size_is_recorded_and_read_back(tmp_path):
+    path = save_backbone(resnet18_cifar(in_channels=1, width=8, image_size=24), tmp_path / "b.safetensors")
+    assert json.loads(_metadata(path)["squeeze_span"])["image_size"] == 24
+    assert load_backbone(path).config["image_size"] == 24
+    again = save_backbone(load_backbone(path), tmp_path / "again.safetensors")  # kept through a re-export
+    assert load_backbone(again).config["image_size"] == 24
+    older = save_backbone(resnet18_cifar(in_channels=1, width=8), tmp_path / "older.safetensors")
+    assert "image_size" not in load_backbone(older).config  # files without the record load as before
+
+
 def test_fc_saved_only_when_linear(tmp_path):
     without = save_backbone(resnet18_cifar(width=8), tmp_path / "without.safetensors")
     with_fc = save_backbone(resnet18_cifar(width=8, num_classes=3), tmp_path / "with.safetensors")
@@ -250,6 +260,19 @@ def test_impossible_width_in_metadata(tmp_path):
     path = tmp_path / "b.safetensors"
     save_file(resnet18_cifar(width=8).state_dict(), path, metadata=_header(width=0))
     _expect(path, r"describes a backbone that cannot be built \(resnet18_cifar: width must be an integer >= 1, got 0\)")
+
+
+@pytest.mark.parametrize(
+    ("size", "error"),
+    [
+        ("32", r"has no valid 'image_size' in its metadata"),
+        (0, r"cannot be built \(resnet18_cifar: image_size must be an integer >= 1, got 0\)"),
+    ],
+)
+def test_bad_image_size_in_metadata(tmp_path, size, error):
+    path = tmp_path / "b.safetensors"
+    save_file(resnet18_cifar(width=8).state_dict(), path, metadata=_header(image_size=size))
+    _expect(path, error)
 
 
 def test_shape_mismatch_names_first_key(tmp_path):
