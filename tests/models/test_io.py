@@ -196,6 +196,23 @@ def test_a_foreign_torch_save_file_is_not_a_training_checkpoint(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("data", "size"),
+    [
+        ({"dataset": "stl10", "image_size": 64}, 64),
+        ({"dataset": "stl10", "image_size": None}, 96),
+        ({"dataset": "imagefolder", "image_size": None}, None),  # the folder's images decide
+    ],
+)
+def test_an_older_checkpoint_gives_the_size_its_config_trained_at(tmp_path, data, size):
+    """Checkpoints written before backbones recorded their size: the run's config says it."""
+    model = resnet18_cifar(width=4)
+    path = tmp_path / "last.pt"
+    weights = {f"backbone.{key}": value for key, value in model.state_dict().items()}
+    torch.save({"backbone": model.config, "method": weights, "config": {"data": data}}, path)
+    assert load_backbone(path).config.get("image_size") == size
+
+
 def test_a_torch_file_that_asks_for_code_is_refused_naming_the_global(tmp_path):
     from squeeze_span.errors import UnsafePickleError
 

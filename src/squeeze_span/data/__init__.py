@@ -9,6 +9,7 @@ from squeeze_span.data.augment import (
     to_unit_range,
 )
 from squeeze_span.data.datasets import (
+    DATASET_INFO,
     DATASETS,
     DatasetInfo,
     ImageDataset,
@@ -20,6 +21,7 @@ from squeeze_span.errors import DatasetError
 
 __all__ = [
     "DATASETS",
+    "DATASET_INFO",
     "BatchAugmentation",
     "DatasetError",
     "DatasetInfo",

@@ -26,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from squeeze_span import assets
+from squeeze_span.data import DATASET_INFO
 from squeeze_span.errors import CheckpointError, ConfigError
 from squeeze_span.fileio import atomic_write, load_torch_file
 from squeeze_span.models.resnet import BACKBONES, ResNet, build_backbone
@@ -110,10 +111,22 @@ def _backbone_from_training_checkpoint(path: Path) -> ResNet:
         ) from None
     except (TypeError, ValueError, AttributeError) as error:  # a torch file of another shape
         raise CheckpointError(f"{path} is not a squeeze-span training checkpoint ({error})") from None
+    if "image_size" not in config:
+        config["image_size"] = _configured_size(state.get("config"))
     model = build_backbone(config.pop("arch"), **config)
     _check_keys(path, model, weights, "the checkpoint does not hold this backbone's weights")
     model.load_state_dict(weights, strict=True)
     return model.eval()
+
+
+def _configured_size(run_config: Any) -> int | None:
+    """The view size a run's config trains at, for checkpoints written before backbones recorded it:
+    ``data.image_size``, else its dataset's (None for an image folder, whose images decide)."""
+    data = run_config.get("data", {}) if isinstance(run_config, dict) else {}
+    size = data.get("image_size")
+    if size is None and data.get("dataset") in DATASET_INFO:
+        size = DATASET_INFO[data["dataset"]].view_size
+    return size
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
