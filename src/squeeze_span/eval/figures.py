@@ -92,8 +92,8 @@ def generated_features(
 
     ``classifier`` is a backbone with a classification head trained on ``dataset``; it sees
     each image as it saw the dataset: its channels, its ``image_size`` (default: the size
-    it was trained at, else the dataset's training size), its mean and std. The latent panel needs a ``mapping`` module
-    (StyleGAN's), the generator panel ``synthesis.b<R>`` blocks.
+    it was trained at, else the dataset's training size), its mean and std. The latent panel
+    needs a ``mapping`` module (StyleGAN's), the generator panel ``synthesis.b<R>`` blocks.
     """
     from tqdm.auto import tqdm
 
