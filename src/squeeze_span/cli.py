@@ -53,7 +53,8 @@ def _probe(args: argparse.Namespace) -> None:
     )
     result["backbone"] = name
     rows = [("linear", result["linear"])] + ([("knn (k=200)", result["knn"])] if "knn" in result else [])
-    print(f"\n{name} on {args.dataset} ({args.split} split, {result['image_size']} px, {args.protocol} protocol)")
+    size = f"{result['image_size']} px ({result['image_size_source']})"
+    print(f"\n{name} on {args.dataset} ({args.split} split, {size}, {args.protocol} protocol)")
     print(f"{'probe':<14}{'top-1':>8}{'top-5':>8}")
     for probe, accuracy in rows:
         print(f"{probe:<14}{accuracy['top1']:>8.2f}{accuracy['top5']:>8.2f}")
@@ -302,7 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--knn", action="store_true", help="also report weighted kNN accuracy (k=200, T=0.1)")
     probe.add_argument(
-        "--size", type=POSITIVE_INT, help="image size the backbone sees (default: the dataset's training size)"
+        "--size",
+        type=POSITIVE_INT,
+        help="image size the backbone sees (default: the size it was trained at, if its file records it, "
+        "else the dataset's training size)",
     )
     probe.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     probe.add_argument("--precision", choices=PRECISIONS, default="bf16")

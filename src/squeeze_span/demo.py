@@ -23,6 +23,7 @@ import torch
 
 from squeeze_span.assets import FASHION_MNIST_TEACHER
 from squeeze_span.config import TrainingConfig, load_config
+from squeeze_span.data import dataset_info
 from squeeze_span.eval.probe import probe_backbone
 from squeeze_span.methods import METHOD_CONFIGS, METHODS
 from squeeze_span.models import build_backbone, load_backbone
@@ -102,7 +103,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     width = _config(settings, "squeeze_span", []).model.width
     backbones = {name: load_backbone(result["run"]) for name, result in results.items()}
     torch.manual_seed(0)  # the same untrained backbone as `squeeze-span probe --random-init resnet18_cifar`
-    backbones["random_init"] = build_backbone("resnet18_cifar", in_channels=1, width=width)
+    channels = dataset_info("fashion_mnist").channels
+    backbones["random_init"] = build_backbone("resnet18_cifar", in_channels=channels, width=width)
     results["random_init"] = {"steps": 0, "seconds": 0.0}
     for name, backbone in backbones.items():
         results[name]["top1"] = probe_top1(settings, backbone)

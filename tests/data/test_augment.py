@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from squeeze_span.data import augment as A
 from squeeze_span.data import augmentation_for, center_view, normalization_stats, to_unit_range
 from squeeze_span.data.augment import BatchAugmentation
-from squeeze_span.errors import ConfigError
+from squeeze_span.errors import ConfigError, DatasetError
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -261,7 +261,7 @@ def test_augmentation_for_recipes():
     with pytest.raises(ConfigError, match="size"):
         augmentation_for("imagefolder")
     assert augmentation_for("imagefolder", 224).blur_prob == 0.5
-    with pytest.raises(ConfigError, match="cifar10"):
+    with pytest.raises(DatasetError, match="cifar10"):
         augmentation_for("mnist")
 
 

@@ -1,5 +1,6 @@
 """Every dataset format, built byte by byte in tmp_path and read back pixel-exactly."""
 
+import dataclasses
 import gzip
 import io
 import os
@@ -17,11 +18,11 @@ from PIL import Image
 from squeeze_span.cli import main
 from squeeze_span.data import datasets
 from squeeze_span.data.datasets import (
-    DATASET_STATS,
+    DATASET_INFO,
     DATASETS,
-    DEFAULT_ROOTS,
     ConcatenatedImages,
     ImageDataset,
+    dataset_info,
     load_dataset,
     split_validation,
 )
@@ -96,9 +97,9 @@ def test_cifar_orientation_single_pixel(tmp_path):
     assert image[1, 5, 7] == 200 and int(image.sum()) == 200 and label == 4
 
 
-def test_cifar100_fine_labels(tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
+def write_cifar100(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
     expected = {}
     for split, count in [("train", 3), ("test", 2)]:
         images = random_images(count, 3, 32)
@@ -114,7 +115,11 @@ def test_cifar100_fine_labels(tmp_path):
         expected[split] = (images, fine)
     names = [f"c{i}".encode() for i in range(100)]
     write_pickle(folder / "meta", {b"fine_label_names": names, b"coarse_label_names": []})
-    for split, (images, labels) in expected.items():
+    return expected
+
+
+def test_cifar100_fine_labels(tmp_path):
+    for split, (images, labels) in write_cifar100(tmp_path).items():
         dataset = load_dataset("cifar100", tmp_path, split)
         assert dataset.classes[99] == "c99" and len(dataset.classes) == 100
         assert_items_match(dataset, images, labels)
@@ -431,7 +436,8 @@ def test_fashion_mnist_truncated_gzip(tmp_path):
 
 
 def test_fashion_mnist_default_root_says_apt_get(tmp_path, monkeypatch):
-    monkeypatch.setitem(DEFAULT_ROOTS, "fashion_mnist", str(tmp_path / "fashion-mnist"))
+    moved = dataclasses.replace(DATASET_INFO["fashion_mnist"], root=str(tmp_path / "fashion-mnist"))
+    monkeypatch.setattr(datasets, "DATASET_INFO", {**DATASET_INFO, "fashion_mnist": moved})
     with pytest.raises(DatasetError, match="is missing; apt-get install dataset-fashion-mnist"):
         load_dataset("fashion_mnist")
 
@@ -551,10 +557,63 @@ def test_unknown_dataset_and_split():
         load_dataset("cifar10", split="val")
 
 
-def test_tables_cover_every_dataset():
-    assert set(DEFAULT_ROOTS) == set(DATASET_STATS) == set(DATASETS)
-    for name, (mean, std) in DATASET_STATS.items():
-        assert len(mean) == len(std) == (1 if name == "fashion_mnist" else 3)
+# Each dataset's facts, written out once more: (root, channels, classes, view size, splits).
+FACTS = {
+    "cifar10": ("data/CIFAR10", 3, 10, 32, ("train", "test")),
+    "cifar100": ("data/CIFAR100", 3, 100, 32, ("train", "test")),
+    "stl10": ("data/STL10", 3, 10, 96, ("train", "test", "unlabeled", "train+unlabeled")),
+    "fashion_mnist": ("/usr/share/datasets/fashion-mnist", 1, 10, 32, ("train", "test")),
+    "imagefolder": (None, None, None, None, ("train", "val", "test")),  # the folder's images decide
+}
+
+
+@pytest.mark.parametrize("name", FACTS)
+def test_every_dataset_has_one_registry_entry(name):
+    info = dataset_info(name)
+    root, channels, classes, size, splits = FACTS[name]
+    assert (info.name, info.root, info.channels, info.num_classes, info.view_size, info.splits) == (
+        name,
+        root,
+        channels,
+        classes,
+        size,
+        splits,
+    )
+    assert len(info.mean) == len(info.std) == (channels or 3)  # an image folder's statistics are ImageNet's
+    assert all(0 < value < 1 for value in info.mean + info.std)
+    assert info.class_names is None or len(info.class_names) == classes
+    assert info.training_size(17) == (size or 17)  # an image folder's views keep its images' side
+    assert DATASETS == tuple(FACTS)
+
+
+WRITERS = {
+    "cifar10": write_cifar10,
+    "cifar100": write_cifar100,
+    "stl10": write_stl10,
+    "fashion_mnist": lambda root: write_fashion_mnist(root, compress=True),
+}
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_each_registry_entry_agrees_with_what_its_reader_reads(name, tmp_path):
+    WRITERS[name](tmp_path)
+    info = dataset_info(name)
+    for split in info.splits:
+        dataset = load_dataset(name, tmp_path, split)
+        assert (dataset.num_channels, len(dataset.classes)) == (info.channels, info.num_classes)
+        assert len(info.mean) == dataset.num_channels
+
+
+def test_an_unknown_dataset_names_the_known_ones(learnable_fashion_mnist, tmp_path, capsys):
+    with pytest.raises(DatasetError) as error:
+        dataset_info("mnist")
+    known = "cifar10, cifar100, stl10, fashion_mnist, imagefolder"
+    assert str(error.value) == f"unknown dataset 'mnist'; choose one of {known}"
+    config = "configs/fashion_mnist/squeeze_span.yaml"
+    run = ["train", config, f"data.root={learnable_fashion_mnist}", f"output_dir={tmp_path / 'run'}"]
+    assert main([*run, "data.dataset=mnist"]) == 2
+    assert capsys.readouterr().err == f"DatasetError: unknown dataset 'mnist'; choose one of {known}\n"
+    assert not (tmp_path / "run").exists()
 
 
 def test_validation_split_holds_out_a_seeded_disjoint_sixth():

@@ -6,24 +6,24 @@ import torch
 from PIL import Image
 
 from squeeze_span.cli import main
-from squeeze_span.data import DATASET_STATS, load_dataset
+from squeeze_span.data import dataset_info, load_dataset
 from squeeze_span.errors import ConfigError, DatasetError
 from squeeze_span.eval import linear_probe_paper
 from squeeze_span.eval.probe import probe_backbone
-from squeeze_span.models import resnet18_cifar
+from squeeze_span.models import resnet18_cifar, save_backbone
 from tests.conftest import tiny_run_overrides
 
 
 def test_paper_protocol_learns_a_separable_set(learnable_fashion_mnist):
     torch.manual_seed(0)
-    mean, std = DATASET_STATS["fashion_mnist"]
+    info = dataset_info("fashion_mnist")
     result = linear_probe_paper(
         resnet18_cifar(in_channels=1, width=4),
         load_dataset("fashion_mnist", learnable_fashion_mnist, "train"),
         load_dataset("fashion_mnist", learnable_fashion_mnist, "test"),
         size=32,
-        mean=mean,
-        std=std,
+        mean=info.mean,
+        std=info.std,
         num_classes=10,
         device=torch.device("cpu"),
         epochs=3,
@@ -93,3 +93,27 @@ def test_an_image_folder_trains_and_probes(mode, channels, tiny_teacher, tmp_pat
     assert load_dataset("imagefolder", data).num_channels == channels
     result = json.loads(out.read_text())
     assert result["image_size"] == 16 and result["linear"]["top1"] > 90.0
+
+
+def test_the_probe_shows_a_backbone_the_size_it_was_trained_at(learnable_fashion_mnist, tiny_teacher, tmp_path, capsys):
+    run, exported = tmp_path / "run", tmp_path / "backbone.safetensors"
+    overrides = tiny_run_overrides(
+        learnable_fashion_mnist, tiny_teacher, run, **{"data.image_size": 24, "train.max_steps": 2}
+    )
+    assert main(["train", "configs/fashion_mnist/squeeze_span.yaml", *overrides]) == 0
+    assert main(["export", str(run), str(exported)]) == 0
+    probe = ["--dataset", "fashion_mnist", "--data", str(learnable_fashion_mnist), "--precision", "fp32"]
+
+    def probed(backbone, *extra):
+        out = tmp_path / "probe.json"
+        capsys.readouterr()
+        assert main(["probe", str(backbone), *probe, *extra, "--json", str(out), "--no-progress"]) == 0
+        result = json.loads(out.read_text())
+        assert f"{result['image_size']} px ({result['image_size_source']})" in capsys.readouterr().out
+        return result["image_size"], result["image_size_source"]
+
+    assert probed(exported) == (24, "trained size")  # Fashion-MNIST's default would be 32
+    assert probed(run) == (24, "trained size")  # the run folder's checkpoint records it too
+    assert probed(exported, "--size", "40") == (40, "--size")
+    untrained = save_backbone(resnet18_cifar(in_channels=1, width=4), tmp_path / "untrained.safetensors")
+    assert probed(untrained) == (32, "dataset default")

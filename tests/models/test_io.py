@@ -74,6 +74,16 @@ def test_metadata_is_recorded(tmp_path):
     }
 
 
+def test_the_trained_image_size_is_recorded_and_read_back(tmp_path):
+    path = save_backbone(resnet18_cifar(in_channels=1, width=8, image_size=24), tmp_path / "b.safetensors")
+    assert json.loads(_metadata(path)["squeeze_span"])["image_size"] == 24
+    assert load_backbone(path).config["image_size"] == 24
+    again = save_backbone(load_backbone(path), tmp_path / "again.safetensors")  # kept through a re-export
+    assert load_backbone(again).config["image_size"] == 24
+    older = save_backbone(resnet18_cifar(in_channels=1, width=8), tmp_path / "older.safetensors")
+    assert "image_size" not in load_backbone(older).config  # files without the record load as before
+
+
 def test_fc_saved_only_when_linear(tmp_path):
     without = save_backbone(resnet18_cifar(width=8), tmp_path / "without.safetensors")
     with_fc = save_backbone(resnet18_cifar(width=8, num_classes=3), tmp_path / "with.safetensors")
@@ -186,6 +196,23 @@ def test_a_foreign_torch_save_file_is_not_a_training_checkpoint(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("data", "size"),
+    [
+        ({"dataset": "stl10", "image_size": 64}, 64),
+        ({"dataset": "stl10", "image_size": None}, 96),
+        ({"dataset": "imagefolder", "image_size": None}, None),  # the folder's images decide
+    ],
+)
+def test_an_older_checkpoint_gives_the_size_its_config_trained_at(tmp_path, data, size):
+    """Checkpoints written before backbones recorded their size: the run's config says it."""
+    model = resnet18_cifar(width=4)
+    path = tmp_path / "last.pt"
+    weights = {f"backbone.{key}": value for key, value in model.state_dict().items()}
+    torch.save({"backbone": model.config, "method": weights, "config": {"data": data}}, path)
+    assert load_backbone(path).config.get("image_size") == size
+
+
 def test_a_torch_file_that_asks_for_code_is_refused_naming_the_global(tmp_path):
     from squeeze_span.errors import UnsafePickleError
 
@@ -250,6 +277,19 @@ def test_impossible_width_in_metadata(tmp_path):
     path = tmp_path / "b.safetensors"
     save_file(resnet18_cifar(width=8).state_dict(), path, metadata=_header(width=0))
     _expect(path, r"describes a backbone that cannot be built \(resnet18_cifar: width must be an integer >= 1, got 0\)")
+
+
+@pytest.mark.parametrize(
+    ("size", "error"),
+    [
+        ("32", r"has no valid 'image_size' in its metadata"),
+        (0, r"cannot be built \(resnet18_cifar: image_size must be an integer >= 1, got 0\)"),
+    ],
+)
+def test_bad_image_size_in_metadata(tmp_path, size, error):
+    path = tmp_path / "b.safetensors"
+    save_file(resnet18_cifar(width=8).state_dict(), path, metadata=_header(image_size=size))
+    _expect(path, error)
 
 
 def test_shape_mismatch_names_first_key(tmp_path):

@@ -9,9 +9,11 @@ from squeeze_span.data.augment import (
     to_unit_range,
 )
 from squeeze_span.data.datasets import (
-    DATASET_STATS,
+    DATASET_INFO,
     DATASETS,
+    DatasetInfo,
     ImageDataset,
+    dataset_info,
     load_dataset,
     split_validation,
 )
@@ -19,12 +21,14 @@ from squeeze_span.errors import DatasetError
 
 __all__ = [
     "DATASETS",
-    "DATASET_STATS",
+    "DATASET_INFO",
     "BatchAugmentation",
     "DatasetError",
+    "DatasetInfo",
     "ImageDataset",
     "augmentation_for",
     "center_view",
+    "dataset_info",
     "load_dataset",
     "match_channels",
     "normalization_stats",

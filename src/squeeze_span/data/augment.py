@@ -64,7 +64,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from squeeze_span.data.datasets import DATASET_STATS
+from squeeze_span.data.datasets import dataset_info
 from squeeze_span.errors import ConfigError
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -426,9 +426,6 @@ class BatchAugmentation:
         return normalize(views, self.mean, self.std).contiguous(memory_format=memory_format)
 
 
-DEFAULT_SIZES = {"cifar10": 32, "cifar100": 32, "stl10": 96, "fashion_mnist": 32}
-
-
 def normalization_stats(dataset: str, channels: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``dataset``'s per-channel (mean, std) for its images read with ``channels`` channels (default: its usual).
 
@@ -437,9 +434,8 @@ def normalization_stats(dataset: str, channels: int | None = None) -> tuple[tupl
     of the color statistics: exact for the mean, and for the std when the channels are fully
     correlated (nearly so in natural images).
     """
-    if dataset not in DATASET_STATS:
-        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(sorted(DATASET_STATS))}")
-    mean, std = DATASET_STATS[dataset]
+    info = dataset_info(dataset)
+    mean, std = info.mean, info.std
     if channels is None or len(mean) == channels:
         return mean, std
     if len(mean) == 3 and channels == 1:
@@ -455,16 +451,15 @@ def augmentation_for(
 ) -> BatchAugmentation:
     """The paper's recipe for ``dataset``: its mean and std, blur on (p = 0.5) above 32 pixels.
 
-    ``size`` defaults to 32 for CIFAR and Fashion-MNIST (whose 28x28 images the crop
-    resizes) and 96 for STL-10; ``imagefolder`` needs it. ``channels`` is the images'
-    (:attr:`ImageDataset.num_channels`; default: the dataset's usual, RGB for an image
-    folder). ``overrides`` go to :class:`BatchAugmentation`.
+    ``size`` defaults to the dataset's view size: 32 for CIFAR and Fashion-MNIST (whose 28x28
+    images the crop resizes) and 96 for STL-10; ``imagefolder`` has none and needs it.
+    ``channels`` is the images' (:attr:`ImageDataset.num_channels`; default: the dataset's
+    usual, RGB for an image folder). ``overrides`` go to :class:`BatchAugmentation`.
     """
     mean, std = normalization_stats(dataset, channels)
+    size = dataset_info(dataset).view_size if size is None else size
     if size is None:
-        if dataset not in DEFAULT_SIZES:
-            raise ConfigError(f"dataset {dataset!r} has no default image size; set the augmentation size")
-        size = DEFAULT_SIZES[dataset]
+        raise ConfigError(f"dataset {dataset!r} has no default image size; set the augmentation size")
     settings: dict[str, object] = {"blur_prob": 0.5 if size > 32 else 0.0}
     settings.update(overrides)
     return BatchAugmentation(size, mean, std, **settings)  # type: ignore[arg-type]

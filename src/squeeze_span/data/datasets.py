@@ -33,7 +33,7 @@ import pickle
 import struct
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
@@ -51,37 +51,31 @@ try:
 except ImportError:  # numpy < 2
     from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
 
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "stl10", "fashion_mnist", "imagefolder")
 
-# Follows the original project's data/ layout; Fashion-MNIST comes from the Debian
-# package dataset-fashion-mnist. An image folder has no default: its root is required.
-DEFAULT_ROOTS: dict[str, str | None] = {
-    "cifar10": "data/CIFAR10",
-    "cifar100": "data/CIFAR100",
-    "stl10": "data/STL10",
-    "fashion_mnist": "/usr/share/datasets/fashion-mnist",
-    "imagefolder": None,
-}
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The facts of one dataset, from :func:`dataset_info`.
 
-# Per-channel (mean, std) in [0, 1] pixel units; image folders use ImageNet's (their luma when the folder is
-# grayscale: squeeze_span.data.augment.normalization_stats picks them by channel count).
-DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
+    An image folder's facts that its images decide (channels, classes, view size) are None here.
+    """
 
-SPLITS: dict[str, tuple[str, ...]] = {
-    "cifar10": ("train", "test"),
-    "cifar100": ("train", "test"),
-    "stl10": ("train", "test", "unlabeled", "train+unlabeled"),
-    "fashion_mnist": ("train", "test"),
-    "imagefolder": ("train", "val", "test"),
-}
+    name: str
+    root: str | None  # the default folder; None: it has none, the user names it
+    mean: tuple[float, ...]  # per channel, in [0, 1] pixel units
+    std: tuple[float, ...]
+    splits: tuple[str, ...]
+    view_size: int | None  # the side of the views a backbone trains and is probed on
+    num_classes: int | None
+    channels: int | None
+    class_names: tuple[str, ...] | None  # where known without the files (figures name pseudo-labels by them)
+    read: Callable[[Path, str], ImageDataset] = field(repr=False, compare=False)
 
-FASHION_MNIST_CLASSES = [
+    def training_size(self, image_side: int) -> int:
+        """The side of the views of this dataset: ``view_size``, or, for an image folder, its images' ``image_side``."""
+        return self.view_size or image_side
+
+
+FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",
     "Pullover",
@@ -92,7 +86,7 @@ FASHION_MNIST_CLASSES = [
     "Sneaker",
     "Bag",
     "Ankle boot",
-]
+)
 
 
 # --------------------------------------------------------------------------- pickles
@@ -241,16 +235,15 @@ class ImageDataset(Dataset):
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train") -> ImageDataset:
-    """Load ``split`` of dataset ``name`` from ``root`` (``DEFAULT_ROOTS[name]`` when None)."""
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    if split not in SPLITS[name]:
-        raise DatasetError(f"unknown split {split!r} for {name}; choose one of {', '.join(SPLITS[name])}")
+    """Load ``split`` of dataset ``name`` from ``root`` (the dataset's default folder when None)."""
+    info = dataset_info(name)
+    if split not in info.splits:
+        raise DatasetError(f"unknown split {split!r} for {name}; choose one of {', '.join(info.splits)}")
     if root is None:
-        root = DEFAULT_ROOTS[name]
+        root = info.root
         if root is None:
             raise DatasetError(f"{name} has no default folder; pass --data with {_IMAGEFOLDER_LAYOUT}")
-    return _READERS[name](Path(root), split)
+    return info.read(Path(root), split)
 
 
 VALIDATION_FRACTION = 1 / 6  # 10,000 of Fashion-MNIST's 60,000 training images, as MNIST's classic 50k/10k
@@ -295,7 +288,6 @@ class _CifarLayout:
     folder: str
     files: dict[str, tuple[str, ...]]
     label_key: bytes
-    num_classes: int
     meta_file: str
     names_key: bytes
 
@@ -306,7 +298,6 @@ _CIFAR_LAYOUTS = {
         folder="cifar-10-batches-py",
         files={"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
         label_key=b"labels",
-        num_classes=10,
         meta_file="batches.meta",
         names_key=b"label_names",
     ),
@@ -315,7 +306,6 @@ _CIFAR_LAYOUTS = {
         folder="cifar-100-python",
         files={"train": ("train",), "test": ("test",)},
         label_key=b"fine_labels",
-        num_classes=100,
         meta_file="meta",
         names_key=b"fine_label_names",
     ),
@@ -346,7 +336,7 @@ def _class_labels(path: Path, values: Any, num_classes: int, fix: str) -> np.nda
 
 
 def _read_cifar(name: str, root: Path, split: str) -> ImageDataset:
-    layout = _CIFAR_LAYOUTS[name]
+    layout, num_classes = _CIFAR_LAYOUTS[name], dataset_info(name).num_classes
     fix = f"download {layout.title} (python version) and extract it into {root}/"
     folder = _require(root / layout.folder, fix)
     images, labels = [], []
@@ -356,15 +346,15 @@ def _read_cifar(name: str, root: Path, split: str) -> ImageDataset:
         data = batch[b"data"]
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise _truncated(path, "data is not a uint8 array of rows of 3072 pixels", fix)
-        batch_labels = _class_labels(path, batch[layout.label_key], layout.num_classes, fix)
+        batch_labels = _class_labels(path, batch[layout.label_key], num_classes, fix)
         if batch_labels.shape != (len(data),):
             raise _truncated(path, f"{len(data)} images but {batch_labels.size} labels", fix)
         images.append(data)
         labels.append(batch_labels)
     meta = _load_cifar_pickle(folder / layout.meta_file, (layout.names_key,), fix)
     classes = [label.decode() if isinstance(label, bytes) else str(label) for label in meta[layout.names_key]]
-    if len(classes) != layout.num_classes:
-        raise _truncated(folder / layout.meta_file, f"{len(classes)} class names, not {layout.num_classes}", fix)
+    if len(classes) != num_classes:
+        raise _truncated(folder / layout.meta_file, f"{len(classes)} class names, not {num_classes}", fix)
     # A row holds the R plane, then G, then B, each row-major 32x32: a plain reshape.
     data = images[0] if len(images) == 1 else np.concatenate(images)
     return ImageDataset(data.reshape(-1, 3, 32, 32), np.concatenate(labels), classes, name)
@@ -466,7 +456,7 @@ def _find_idx(root: Path, stem: str, fix: str) -> Path:
 
 
 def _read_fashion_mnist(root: Path, split: str) -> ImageDataset:
-    if str(root) == str(Path(DEFAULT_ROOTS["fashion_mnist"] or "")):
+    if str(root) == str(Path(dataset_info("fashion_mnist").root or "")):
         fix = "apt-get install dataset-fashion-mnist (or pass --data)"
     else:
         fix = f"download the four Fashion-MNIST IDX files into {root}/ (or pass --data)"
@@ -557,10 +547,79 @@ def _read_imagefolder(root: Path, split: str) -> ImageDataset:
     return ImageDataset(images, labels, classes, "imagefolder")
 
 
-_READERS: dict[str, Callable[[Path, str], ImageDataset]] = {
-    "cifar10": partial(_read_cifar, "cifar10"),
-    "cifar100": partial(_read_cifar, "cifar100"),
-    "stl10": _read_stl10,
-    "fashion_mnist": _read_fashion_mnist,
-    "imagefolder": _read_imagefolder,
-}
+# Roots follow the original project's data/ layout; Fashion-MNIST comes from the Debian package
+# dataset-fashion-mnist. Statistics are per-channel (mean, std); an image folder uses ImageNet's (their
+# luma when it is grayscale: squeeze_span.data.augment.normalization_stats picks them by channel count).
+# CIFAR-100's 100 class names come from its meta file only.
+_INFO = (
+    DatasetInfo(
+        name="cifar10",
+        root="data/CIFAR10",
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        splits=("train", "test"),
+        view_size=32,
+        num_classes=10,
+        channels=3,
+        class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        read=partial(_read_cifar, "cifar10"),
+    ),
+    DatasetInfo(
+        name="cifar100",
+        root="data/CIFAR100",
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
+        splits=("train", "test"),
+        view_size=32,
+        num_classes=100,
+        channels=3,
+        class_names=None,
+        read=partial(_read_cifar, "cifar100"),
+    ),
+    DatasetInfo(
+        name="stl10",
+        root="data/STL10",
+        mean=(0.4467, 0.4398, 0.4066),
+        std=(0.2603, 0.2566, 0.2713),
+        splits=("train", "test", "unlabeled", "train+unlabeled"),
+        view_size=96,
+        num_classes=10,
+        channels=3,
+        class_names=("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"),
+        read=_read_stl10,
+    ),
+    DatasetInfo(
+        name="fashion_mnist",
+        root="/usr/share/datasets/fashion-mnist",
+        mean=(0.2860,),
+        std=(0.3530,),
+        splits=("train", "test"),
+        view_size=32,  # the 28x28 images are resized to the CIFAR backbones' 32
+        num_classes=10,
+        channels=1,
+        class_names=FASHION_MNIST_CLASSES,
+        read=_read_fashion_mnist,
+    ),
+    DatasetInfo(
+        name="imagefolder",
+        root=None,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        splits=("train", "val", "test"),
+        view_size=None,
+        num_classes=None,
+        channels=None,
+        class_names=None,
+        read=_read_imagefolder,
+    ),
+)
+DATASET_INFO: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info in _INFO})
+DATASETS: tuple[str, ...] = tuple(DATASET_INFO)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The facts of dataset ``name``; an unknown name is a :class:`DatasetError` that lists the known ones."""
+    try:
+        return DATASET_INFO[name]
+    except KeyError:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None

@@ -1,4 +1,4 @@
-"""Frozen-backbone features of a whole dataset, computed once for the probes."""
+"""Frozen-backbone features of a whole dataset, computed once for the probes, and the size of the views."""
 
 from __future__ import annotations
 
@@ -8,8 +8,26 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from squeeze_span.data import ImageDataset, center_view
+from squeeze_span.data import ImageDataset, center_view, dataset_info
 from squeeze_span.runtime import autocast
+
+# Why a backbone sees views of the size it does (see view_size).
+SIZE_GIVEN, TRAINED_SIZE, DATASET_DEFAULT = "--size", "trained size", "dataset default"
+
+
+def view_size(backbone: nn.Module, dataset: str, image_side: int, size: int | None = None) -> tuple[int, str]:
+    """The side of the views ``backbone`` is shown of ``dataset``'s images, and why.
+
+    ``size`` when given; else the size the backbone was trained at, when its config records it
+    (:class:`~squeeze_span.models.ResNet`'s ``image_size``); else the dataset's view size, which
+    for an image folder is its images' own ``image_side``.
+    """
+    if size is not None:
+        return size, SIZE_GIVEN
+    trained = getattr(backbone, "config", {}).get("image_size")
+    if trained is not None:
+        return trained, TRAINED_SIZE
+    return dataset_info(dataset).training_size(image_side), DATASET_DEFAULT
 
 
 @torch.no_grad()

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from squeeze_span.data import DATASET_STATS, normalization_stats
-from squeeze_span.data.augment import DEFAULT_SIZES
-from squeeze_span.data.datasets import FASHION_MNIST_CLASSES
+from squeeze_span.data import dataset_info, normalization_stats
 from squeeze_span.errors import ConfigError
 from squeeze_span.eval.embedding import embed_2d
+from squeeze_span.eval.features import view_size
 from squeeze_span.eval.frechet import BackboneFeatures
 from squeeze_span.generators.teacher import DEFAULT_FEATURES, LATENT_FEATURES, FeatureTaps, Teacher
 from squeeze_span.models import ResNet
@@ -34,12 +33,6 @@ LATENT_PANEL, GENERATOR_PANEL, DISCRIMINATOR_PANEL = "Latent", "G features", "D 
 GENERATOR_TAPS = {
     LATENT_FEATURES: "a 'mapping' module (for the latent panel)",
     DEFAULT_FEATURES: "'synthesis.b<R>' blocks (for the G-features panel)",
-}
-
-CLASS_NAMES: dict[str, list[str]] = {
-    "fashion_mnist": FASHION_MNIST_CLASSES,
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-    "stl10": ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"],
 }
 
 
@@ -59,7 +52,7 @@ class GeneratedFeatures:
 
 def class_names_for(dataset: str, count: int) -> list[str]:
     """The dataset's class names when it has ``count`` classes, else "0" ... "count-1"."""
-    names = CLASS_NAMES.get(dataset, [])
+    names = dataset_info(dataset).class_names or ()
     return list(names) if len(names) == count else [str(index) for index in range(count)]
 
 
@@ -98,14 +91,13 @@ def generated_features(
     """Latent, generator (and discriminator) features of ``count`` generated images, and their pseudo-labels.
 
     ``classifier`` is a backbone with a classification head trained on ``dataset``; it sees
-    each image as it saw the dataset: its channels, its ``image_size`` (default: the
-    dataset's training size), its mean and std. The latent panel needs a ``mapping`` module
-    (StyleGAN's), the generator panel ``synthesis.b<R>`` blocks.
+    each image as it saw the dataset: its channels, its ``image_size`` (default: the size
+    it was trained at, else the dataset's training size), its mean and std. The latent panel
+    needs a ``mapping`` module (StyleGAN's), the generator panel ``synthesis.b<R>`` blocks.
     """
     from tqdm.auto import tqdm
 
-    if dataset not in DATASET_STATS:
-        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(sorted(DATASET_STATS))}")
+    dataset_info(dataset)  # an unknown name stops here, before minutes of sampling
     num_classes = int(classifier.config.get("num_classes", 0))
     if num_classes < 2:
         raise ConfigError(
@@ -125,7 +117,7 @@ def generated_features(
     teacher = Teacher(generator, "|".join(GENERATOR_TAPS), device=device, seed=seed)
     latent_names = {name for name in teacher.feature_names if re.search(LATENT_FEATURES, name)}
     mean, std = normalization_stats(dataset, classifier.config["in_channels"])
-    size = image_size or DEFAULT_SIZES.get(dataset) or teacher.image_shape[-1]
+    size, _ = view_size(classifier, dataset, teacher.image_shape[-1], image_size)
     classifier_features = BackboneFeatures(classifier.to(device), size, mean, std)
     if discriminator is not None:
         discriminator = discriminator.eval().requires_grad_(False).to(device)

@@ -153,13 +153,14 @@ def fd_extractor(
 
     ``inception`` (NVIDIA's pt_inception-2015-12-05 weights) gives FID; otherwise the features
     of ``classifier``, a backbone trained on the dataset (Fashion-MNIST defaults to the shipped
-    one), give ``FD-<dataset>-classifier``; the classifier sees images at the dataset's training
-    size, or the size of ``real``'s images for a dataset without one (an image folder).
+    one), give ``FD-<dataset>-classifier``; the classifier sees images at the size it was trained
+    at, else at the dataset's training size, or the size of ``real``'s images for a dataset
+    without one (an image folder).
     """
     from squeeze_span.assets import FASHION_MNIST_CLASSIFIER
     from squeeze_span.data import normalization_stats
-    from squeeze_span.data.augment import DEFAULT_SIZES
     from squeeze_span.errors import ConfigError
+    from squeeze_span.eval.features import view_size
     from squeeze_span.models import load_backbone
 
     if inception:
@@ -168,5 +169,5 @@ def fd_extractor(
         raise ConfigError(f"fd on {dataset} needs --classifier BACKBONE (trained on it) or --inception PT")
     backbone = load_backbone(classifier or FASHION_MNIST_CLASSIFIER).to(device)
     mean, std = normalization_stats(dataset, backbone.config["in_channels"])
-    size = DEFAULT_SIZES.get(dataset, real.image_size[0])
+    size, _ = view_size(backbone, dataset, real.image_size[0])
     return BackboneFeatures(backbone, size, mean, std), f"FD-{dataset}-classifier"

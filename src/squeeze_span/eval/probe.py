@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from squeeze_span.data import load_dataset, normalization_stats, split_validation
-from squeeze_span.data.augment import DEFAULT_SIZES
 from squeeze_span.errors import ConfigError
-from squeeze_span.eval.features import extract_features
+from squeeze_span.eval.features import extract_features, view_size
 from squeeze_span.eval.knn import knn_accuracy
 from squeeze_span.eval.linear import linear_probe_fast, linear_probe_paper
 from squeeze_span.runtime import machine_description
@@ -38,9 +37,11 @@ def probe_backbone(
     """Linear-probe (and optionally kNN-probe) `backbone` on the train/test splits of `dataset`.
 
     With ``split="validation"`` the probe fits on five sixths of train and scores the held-out
-    sixth (``split_validation``); the test split is not read at all.
+    sixth (``split_validation``); the test split is not read at all. The backbone sees views of
+    ``size``, else of the size it was trained at, else of the dataset's view size (``view_size``).
 
-    Returns a JSON-ready dict: {"linear": {"top1", "top5", ...}, "knn": {...}, "seconds", ...}.
+    Returns a JSON-ready dict: {"linear": {"top1", "top5", ...}, "knn": {...}, "image_size",
+    "image_size_source" ("--size", "trained size" or "dataset default"), "seconds", ...}.
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={protocol!r} is unknown; use one of {', '.join(PROTOCOLS)}")
@@ -52,13 +53,19 @@ def probe_backbone(
         train_set, test_set = split_validation(train_set)
     else:
         test_set = load_dataset(dataset, root, "test")
-    size = size or DEFAULT_SIZES.get(dataset, train_set.image_size[0])
+    size, size_source = view_size(backbone, dataset, train_set.image_size[0], size)
     mean, std = normalization_stats(dataset, train_set.num_channels)
     num_classes = len(train_set.classes)
     backbone = backbone.to(device).to(memory_format=torch.channels_last).eval()
     view = dict(size=size, mean=mean, std=std, device=device, precision=precision)
 
-    result: dict = {"dataset": dataset, "split": split, "protocol": protocol, "image_size": size}
+    result: dict = {
+        "dataset": dataset,
+        "split": split,
+        "protocol": protocol,
+        "image_size": size,
+        "image_size_source": size_source,
+    }
     needs_features = protocol == "fast" or knn
     if needs_features:
         train_x, train_y = extract_features(

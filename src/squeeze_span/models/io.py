@@ -4,9 +4,12 @@ The file holds the backbone's state dict under torchvision's names, and its safe
 metadata holds, under the key ``squeeze_span``, a JSON object::
 
     {"format": "squeeze-span-backbone", "version": 1,
-     "arch": "resnet18_cifar", "in_channels": 3, "width": 64, "num_classes": 0}
+     "arch": "resnet18_cifar", "in_channels": 3, "width": 64, "num_classes": 0,
+     "image_size": 32}
 
-from which :func:`load_backbone` rebuilds the model. A plain torchvision-named state dict
+from which :func:`load_backbone` rebuilds the model. ``image_size``, the side of the images
+the backbone was trained on, is there when its run recorded it; ``squeeze-span probe``
+shows the backbone images of that size. A plain torchvision-named state dict
 in safetensors (timm's ResNet-18 files, for example) loads too when the caller names
 ``arch``; the other arguments are read off the tensor shapes.
 """
@@ -23,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from squeeze_span import assets
+from squeeze_span.data import DATASET_INFO
 from squeeze_span.errors import CheckpointError, ConfigError
 from squeeze_span.fileio import atomic_write, load_torch_file
 from squeeze_span.models.resnet import BACKBONES, ResNet, build_backbone
@@ -107,10 +111,22 @@ def _backbone_from_training_checkpoint(path: Path) -> ResNet:
         ) from None
     except (TypeError, ValueError, AttributeError) as error:  # a torch file of another shape
         raise CheckpointError(f"{path} is not a squeeze-span training checkpoint ({error})") from None
+    if "image_size" not in config:
+        config["image_size"] = _configured_size(state.get("config"))
     model = build_backbone(config.pop("arch"), **config)
     _check_keys(path, model, weights, "the checkpoint does not hold this backbone's weights")
     model.load_state_dict(weights, strict=True)
     return model.eval()
+
+
+def _configured_size(run_config: Any) -> int | None:
+    """The view size a run's config trains at, for checkpoints written before backbones recorded it:
+    ``data.image_size``, else its dataset's (None for an image folder, whose images decide)."""
+    data = run_config.get("data", {}) if isinstance(run_config, dict) else {}
+    size = data.get("image_size")
+    if size is None and data.get("dataset") in DATASET_INFO:
+        size = DATASET_INFO[data["dataset"]].view_size
+    return size
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -156,8 +172,10 @@ def _backbone_config(
         raise CheckpointError(
             f"{path} names unknown arch {config['arch']!r}; valid: {', '.join(sorted(BACKBONES))}; {EXPORT_HINT}"
         )
-    for name in ("in_channels", "width", "num_classes"):
-        if isinstance(config[name], bool) or not isinstance(config[name], int):
+    if "image_size" in header:  # absent from files of runs that did not record it
+        config["image_size"] = header["image_size"]
+    for name in ("in_channels", "width", "num_classes", "image_size"):
+        if name in config and (isinstance(config[name], bool) or not isinstance(config[name], int)):
             raise CheckpointError(f"{path} has no valid {name!r} in its metadata; {EXPORT_HINT}")
     if arch is not None and arch != config["arch"]:
         raise CheckpointError(

@@ -53,7 +53,9 @@ class ResNet(nn.Module):
     """ResNet-18 backbone; ``forward`` returns ``[N, feature_dim]`` features, or logits when ``num_classes > 0``.
 
     ``arch`` and ``config`` record how the model was built, so an exported file can
-    rebuild it (see :mod:`squeeze_span.models.io`).
+    rebuild it (see :mod:`squeeze_span.models.io`). ``image_size``, when given, records the
+    side of the images it is trained on (the probe shows it images of that size); the
+    network itself takes any size.
     """
 
     def __init__(
@@ -65,9 +67,12 @@ class ResNet(nn.Module):
         width: int = 64,
         zero_init_residual: bool = False,
         num_classes: int = 0,
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
-        limits = (("in_channels", in_channels, 1), ("width", width, 1), ("num_classes", num_classes, 0))
+        limits = [("in_channels", in_channels, 1), ("width", width, 1), ("num_classes", num_classes, 0)]
+        if image_size is not None:
+            limits.append(("image_size", image_size, 1))
         for name, value, least in limits:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{arch}: {name} must be an integer >= {least}, got {value!r}")
@@ -78,6 +83,8 @@ class ResNet(nn.Module):
             "width": width,
             "num_classes": num_classes,
         }
+        if image_size is not None:  # a backbone without the record keeps the older files' config
+            self.config["image_size"] = image_size
         self.feature_dim = 8 * width
 
         if cifar_stem:
@@ -130,7 +137,13 @@ class ResNet(nn.Module):
         self.config["num_classes"] = num_classes
 
 
-def resnet18(in_channels: int = 3, width: int = 64, zero_init_residual: bool = False, num_classes: int = 0) -> ResNet:
+def resnet18(
+    in_channels: int = 3,
+    width: int = 64,
+    zero_init_residual: bool = False,
+    num_classes: int = 0,
+    image_size: int | None = None,
+) -> ResNet:
     """ResNet-18 with the ImageNet stem (7x7 stride-2 conv, 3x3 stride-2 max-pool), for 64-96 px images."""
     return ResNet(
         arch="resnet18",
@@ -139,11 +152,16 @@ def resnet18(in_channels: int = 3, width: int = 64, zero_init_residual: bool = F
         width=width,
         zero_init_residual=zero_init_residual,
         num_classes=num_classes,
+        image_size=image_size,
     )
 
 
 def resnet18_cifar(
-    in_channels: int = 3, width: int = 64, zero_init_residual: bool = False, num_classes: int = 0
+    in_channels: int = 3,
+    width: int = 64,
+    zero_init_residual: bool = False,
+    num_classes: int = 0,
+    image_size: int | None = None,
 ) -> ResNet:
     """ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool), for 32x32 images."""
     return ResNet(
@@ -153,6 +171,7 @@ def resnet18_cifar(
         width=width,
         zero_init_residual=zero_init_residual,
         num_classes=num_classes,
+        image_size=image_size,
     )
 
 

@@ -3,7 +3,8 @@
 It owns what all methods share: devices and DDP, precision, the optimizer and its
 schedule, checkpoints and resume, logs, progress and the kNN monitor. It knows a
 method only through :mod:`squeeze_span.methods.base`'s interface, and never imports
-one: the caller passes the method's class.
+one: the caller passes the method's class. What the run is made of (data, augmentation,
+teacher, backbone) comes from :mod:`squeeze_span.train.builder`.
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from squeeze_span.config import TrainingConfig, to_dict
-from squeeze_span.data import augmentation_for, load_dataset
-from squeeze_span.data.augment import DEFAULT_SIZES
+from squeeze_span.data import load_dataset
 from squeeze_span.data.stream import RealBatchStream
 from squeeze_span.errors import ConfigError, DatasetError
 from squeeze_span.eval import extract_features, knn_accuracy
-from squeeze_span.generators import SampleSource, Teacher, TeacherPool, load_generator
 from squeeze_span.methods.base import Method, MethodContext
-from squeeze_span.models import build_backbone
 from squeeze_span.runtime import autocast, machine_description
+from squeeze_span.train.builder import build_run
 from squeeze_span.train.checkpoint import (
     capture_rng,
     load_checkpoint,
@@ -40,7 +39,6 @@ from squeeze_span.train.distributed import (
     all_gather_objects,
     any_rank,
     barrier,
-    gather_with_grad,
     init_distributed,
     max_over_ranks,
 )
@@ -110,29 +108,10 @@ class Trainer:
         torch.manual_seed(train.seed + self.dist.rank)
 
         data = config.data
-        self.dataset = load_dataset(data.dataset, data.root, data.split)
-        size = data.image_size or DEFAULT_SIZES.get(data.dataset) or self.dataset.image_size[0]
-        self.augmentation = augmentation_for(data.dataset, size, self.dataset.num_channels)
-        self.augment_generator = torch.Generator(self.device).manual_seed(train.seed * 7919 + self.dist.rank)
-
-        self.teacher = self._build_teacher()
-        backbone = build_backbone(
-            config.model.backbone,
-            in_channels=self.dataset.num_channels,
-            width=config.model.width,
-            zero_init_residual=config.model.zero_init_residual,
-        ).to(memory_format=torch.channels_last)
-        context = MethodContext(
-            device=self.device,
-            image_channels=self.dataset.num_channels,
-            num_classes=len(self.dataset.classes),
-            augmentation=self.augmentation,
-            generator=self.augment_generator,
-            model=config.model,
-            teacher=self.teacher,
-            gather=gather_with_grad,
-        )
-        self.method = method_factory(config.method, backbone, context).to(self.device)
+        parts = build_run(config, self.device, self.dist.rank)
+        self.dataset, self.augmentation, self.teacher = parts.dataset, parts.augmentation, parts.teacher
+        self.augment_generator = parts.augment_generator
+        self.method = method_factory(config.method, parts.backbone, parts.context).to(self.device)
         self.synthetic, self.real = self._split_batch()
         self.model: nn.Module = self.method
         if self.dist.world_size > 1:
@@ -183,23 +162,6 @@ class Trainer:
         self.monitor_data = None
 
     # ------------------------------------------------------------------ building
-
-    def _build_teacher(self) -> SampleSource | None:
-        teacher = self.config.teacher
-        if teacher.path is None:
-            return None
-        renderer = Teacher(
-            load_generator(teacher.path),
-            teacher.features,
-            device=self.device,
-            precision=self.config.train.precision,
-            truncation_psi=teacher.truncation_psi,
-            noise_mode=teacher.noise_mode,
-            seed=self.config.train.seed * 104729 + self.dist.rank,  # each rank draws its own latents
-        )
-        if teacher.pool_size:
-            return TeacherPool(renderer, teacher.pool_size, progress=self.config.train.progress and self.dist.is_main)
-        return renderer
 
     def _split_batch(self) -> tuple[int, int]:
         batch, world = self.config.train.batch_size, self.dist.world_size
