@@ -54,7 +54,7 @@ def test_backbone_features_take_generated_and_real_images():
 
 def test_generator_fd_is_small_for_the_data_and_large_for_noise(learnable_fashion_mnist):
     from squeeze_span.data import load_dataset
-    from squeeze_span.eval.frechet import generator_fd
+    from squeeze_span.eval.frechet import generator_fd, real_statistics
 
     class Replay(torch.nn.Module):
         """A 'generator' that replays real images (or noise), with StyleGAN's (z, c) call."""
@@ -79,3 +79,8 @@ def test_generator_fd_is_small_for_the_data_and_large_for_noise(learnable_fashio
     different = generator_fd(Replay(noise), data, extractor, count=len(data), batch_size=40, progress=False)
     assert same == pytest.approx(0.0, abs=1e-3)
     assert different > 100 * max(same, 1e-6)
+    # The real statistics, computed once for a sweep of generators, give the same distance.
+    cached = real_statistics(data, extractor, count=len(data), batch_size=40, progress=False)
+    assert cached.count == len(data)
+    again = generator_fd(Replay(noise), cached, extractor, count=len(data), batch_size=40, progress=False)
+    assert again == pytest.approx(different, rel=1e-4)

@@ -110,9 +110,53 @@ def statistics_of(extractor: FeatureExtractor, batches: Iterator[torch.Tensor]) 
     return FeatureStatistics.of(torch.cat([extractor(images).cpu() for images in batches]))
 
 
+def real_statistics(
+    real: ImageDataset,
+    extractor: FeatureExtractor,
+    *,
+    count: int = 10000,
+    batch_size: int = 250,
+    seed: int = 0,
+    progress: bool = True,
+) -> FeatureStatistics:
+    """Feature statistics of ``count`` real images (all if fewer), drawn without replacement by ``seed``.
+
+    They depend only on the data and the extractor, so a sweep over generators computes them once.
+    """
+    from tqdm.auto import tqdm
+
+    count = min(count, len(real))
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    batches = (real.get_batch(index)[0] for index in order.split(batch_size))
+    return statistics_of(
+        extractor, tqdm(batches, desc="FD: real", total=len(order.split(batch_size)), disable=not progress)
+    )
+
+
+def generated_statistics(
+    generator: nn.Module,
+    extractor: FeatureExtractor,
+    *,
+    count: int = 10000,
+    batch_size: int = 250,
+    device: torch.device = torch.device("cpu"),
+    seed: int = 0,
+    progress: bool = True,
+) -> FeatureStatistics:
+    """Feature statistics of ``count`` samples of ``generator`` (latents seeded by ``seed``)."""
+    from tqdm.auto import tqdm
+
+    from squeeze_span.generators import Teacher
+
+    teacher = Teacher(generator, None, device=device, seed=seed)
+    sizes = [min(batch_size, count - start) for start in range(0, count, batch_size)]
+    batches = (teacher.sample(size).images for size in sizes)
+    return statistics_of(extractor, tqdm(batches, desc="FD: generated", total=len(sizes), disable=not progress))
+
+
 def generator_fd(
     generator: nn.Module,
-    real: ImageDataset,
+    real: ImageDataset | FeatureStatistics,
     extractor: FeatureExtractor,
     *,
     count: int = 10000,
@@ -121,24 +165,14 @@ def generator_fd(
     seed: int = 0,
     progress: bool = True,
 ) -> float:
-    """FD between ``count`` samples of ``generator`` and ``count`` real images (all if fewer)."""
-    from tqdm.auto import tqdm
+    """FD between ``count`` samples of ``generator`` and ``count`` real images (all if fewer).
 
-    from squeeze_span.generators import Teacher
-
-    teacher = Teacher(generator, None, device=device, seed=seed)
-    count_real = min(count, len(real))
-    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:count_real].sort().values
-
-    def real_batches() -> Iterator[torch.Tensor]:
-        for index in tqdm(order.split(batch_size), desc="FD: real", disable=not progress):
-            yield real.get_batch(index)[0]
-
-    def fake_batches() -> Iterator[torch.Tensor]:
-        for start in tqdm(range(0, count, batch_size), desc="FD: generated", disable=not progress):
-            yield teacher.sample(min(batch_size, count - start)).images
-
-    return frechet_distance(statistics_of(extractor, real_batches()), statistics_of(extractor, fake_batches()))
+    ``real`` is the dataset, or its :func:`real_statistics` computed before with this extractor.
+    """
+    settings = dict(count=count, batch_size=batch_size, seed=seed, progress=progress)
+    if not isinstance(real, FeatureStatistics):
+        real = real_statistics(real, extractor, **settings)
+    return frechet_distance(real, generated_statistics(generator, extractor, device=device, **settings))
 
 
 def fd_extractor(
