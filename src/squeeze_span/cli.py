@@ -76,7 +76,11 @@ def _probe_discriminator(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
     )
     result.update(
-        model=str(args.model), features=args.features, taps=features.tap_names, feature_dim=features.feature_dim
+        model=str(args.model),
+        features=args.features,
+        taps=features.tap_names,
+        feature_dim=features.feature_dim,
+        discriminator_resolution=features.discriminator.img_resolution,
     )
     _report_probe(result, f"D of {args.model} ({args.features}: {', '.join(features.tap_names)})", args)
 

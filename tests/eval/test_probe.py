@@ -134,7 +134,8 @@ def test_probe_discriminator_on_the_fixture_pickle_writes_the_probe_json(
     result = json.loads(out.read_text())
     # The 1-channel 28 px images reach the 3-channel 32 px D copied to RGB and padded.
     assert (result["features"], result["taps"], result["feature_dim"]) == (features, taps, dim)
-    assert result["image_size"] == 28 and result["protocol"] == "fast" and result["linear"]["top1"] > 90.0
+    assert (result["image_size"], result["discriminator_resolution"]) == (28, 32)
+    assert result["protocol"] == "fast" and result["linear"]["top1"] > 90.0
 
 
 def test_probe_discriminator_of_a_model_without_d_is_one_line_and_status_2(tiny_teacher, capsys):
