@@ -134,7 +134,11 @@ def test_probe_discriminator_on_the_fixture_pickle_writes_the_probe_json(
     result = json.loads(out.read_text())
     # The 1-channel 28 px images reach the 3-channel 32 px D copied to RGB and padded.
     assert (result["features"], result["taps"], result["feature_dim"]) == (features, taps, dim)
-    assert (result["image_size"], result["discriminator_resolution"]) == (28, 32)
+    assert (result["image_size"], result["image_size_source"], result["discriminator_resolution"]) == (
+        28,
+        "own size",
+        32,
+    )
     assert result["protocol"] == "fast" and result["linear"]["top1"] > 90.0
 
 
