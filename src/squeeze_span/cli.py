@@ -52,6 +52,40 @@ def _probe(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
     )
     result["backbone"] = name
+    _report_probe(result, name, args)
+
+
+def _probe_discriminator(args: argparse.Namespace) -> None:
+    from squeeze_span.eval.probe import probe_backbone
+    from squeeze_span.generators import DiscriminatorFeatures, load_discriminator
+    from squeeze_span.runtime import resolve_device
+
+    features = DiscriminatorFeatures(load_discriminator(args.model), args.features)
+    result = probe_backbone(
+        features,
+        args.dataset,
+        args.data,
+        protocol=args.protocol,
+        split=args.split,
+        knn=args.knn,
+        size=args.size,
+        view="gan",
+        device=resolve_device(args.device),
+        precision=args.precision,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    result.update(
+        model=str(args.model),
+        features=args.features,
+        taps=features.tap_names,
+        feature_dim=features.feature_dim,
+        discriminator_resolution=features.discriminator.img_resolution,
+    )
+    _report_probe(result, f"D of {args.model} ({args.features}: {', '.join(features.tap_names)})", args)
+
+
+def _report_probe(result: dict, name: str, args: argparse.Namespace) -> None:
     rows = [("linear", result["linear"])] + ([("knn (k=200)", result["knn"])] if "knn" in result else [])
     size = f"{result['image_size']} px ({result['image_size_source']})"
     print(f"\n{name} on {args.dataset} ({args.split} split, {size}, {args.protocol} protocol)")
@@ -315,6 +349,40 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     probe.add_argument("--no-progress", action="store_true", help="hide progress bars")
     probe.set_defaults(handler=_probe)
+
+    probe_d = commands.add_parser(
+        "probe-discriminator",
+        help="linear-probe a GAN's frozen discriminator on a labeled dataset (Table 1's discriminator rows)",
+        description="Probe the features of MODEL's discriminator D on real images, as `probe` probes a backbone: "
+        "multi: its blocks' outputs bR ... b8 averaged over space and its b4.fc, concatenated; single: b4.fc alone. "
+        "D sees the images in [-1, 1] at their own size, padded with -1 to its resolution when smaller (as "
+        "train-gan trains it), resized when larger, with its channels (gray copied to RGB, RGB to luma).",
+    )
+    probe_d.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a StyleGAN2-ADA .pkl, a convert-gan folder, a train-gan snapshot folder, or asset:NAME, holding a D",
+    )
+    probe_d.add_argument("--dataset", required=True, choices=DATASETS)
+    probe_d.add_argument("--data", metavar="ROOT", help="dataset root (default: data/<NAME>)")
+    probe_d.add_argument("--features", choices=("multi", "single"), default="multi")
+    probe_d.add_argument("--protocol", choices=("fast", "paper"), default="fast")
+    probe_d.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="validation: fit on 5/6 of train and score the held-out 1/6, for tuning (test is not read)",
+    )
+    probe_d.add_argument("--knn", action="store_true", help="also report weighted kNN accuracy (k=200, T=0.1)")
+    probe_d.add_argument(
+        "--size", type=POSITIVE_INT, help="resize the images to this size before D fits them (default: their own)"
+    )
+    probe_d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    probe_d.add_argument("--precision", choices=PRECISIONS, default="bf16")
+    probe_d.add_argument("--batch-size", type=POSITIVE_INT, default=512)
+    probe_d.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    probe_d.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    probe_d.set_defaults(handler=_probe_discriminator)
 
     train = commands.add_parser(
         "train",

@@ -12,6 +12,8 @@ from squeeze_span.eval import linear_probe_paper
 from squeeze_span.eval.probe import probe_backbone
 from squeeze_span.models import resnet18_cifar, save_backbone
 from tests.conftest import tiny_run_overrides
+from tests.train.test_gan import CONFIG as GAN_CONFIG
+from tests.train.test_gan import tiny_overrides as tiny_gan_overrides
 
 
 def test_paper_protocol_learns_a_separable_set(learnable_fashion_mnist):
@@ -117,3 +119,43 @@ def test_the_probe_shows_a_backbone_the_size_it_was_trained_at(learnable_fashion
     assert probed(exported, "--size", "40") == (40, "--size")
     untrained = save_backbone(resnet18_cifar(in_channels=1, width=4), tmp_path / "untrained.safetensors")
     assert probed(untrained) == (32, "dataset default")
+
+
+@pytest.mark.parametrize(
+    ("features", "taps", "dim"), [("multi", ["b32", "b16", "b8", "b4.fc"], 256), ("single", ["b4.fc"], 64)]
+)
+def test_probe_discriminator_on_the_fixture_pickle_writes_the_probe_json(
+    features, taps, dim, stylegan2_fixture, learnable_fashion_mnist, tmp_path
+):
+    out = tmp_path / "d.json"
+    args = ["probe-discriminator", str(stylegan2_fixture / "tiny_uncond.pkl"), "--dataset", "fashion_mnist"]
+    args += ["--data", str(learnable_fashion_mnist), "--features", features, "--precision", "fp32"]
+    assert main([*args, "--json", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    # The 1-channel 28 px images reach the 3-channel 32 px D copied to RGB and padded.
+    assert (result["features"], result["taps"], result["feature_dim"]) == (features, taps, dim)
+    assert (result["image_size"], result["image_size_source"], result["discriminator_resolution"]) == (
+        28,
+        "own size",
+        32,
+    )
+    assert result["protocol"] == "fast" and result["linear"]["top1"] > 90.0
+
+
+def test_probe_discriminator_of_a_model_without_d_is_one_line_and_status_2(tiny_teacher, capsys):
+    assert main(["probe-discriminator", str(tiny_teacher), "--dataset", "fashion_mnist"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(f"CheckpointError: {tiny_teacher} holds no discriminator D; pass a train-gan snapshot")
+
+
+def test_probe_discriminator_of_a_train_gan_snapshot(learnable_fashion_mnist, tmp_path):
+    run = tmp_path / "gan"
+    overrides = tiny_gan_overrides(learnable_fashion_mnist, run, **{"train.max_seconds": 1e-9})
+    assert main(["train-gan", GAN_CONFIG, *overrides]) == 0
+    (snapshot,) = (run / "snapshots").iterdir()
+    out = tmp_path / "d.json"
+    args = ["probe-discriminator", str(snapshot), "--dataset", "fashion_mnist", "--data", str(learnable_fashion_mnist)]
+    assert main([*args, "--protocol", "paper", "--json", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["taps"] == ["b32", "b16", "b8", "b4.fc"] and result["linear"]["protocol"] == "paper"

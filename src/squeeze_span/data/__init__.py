@@ -6,6 +6,7 @@ from squeeze_span.data.augment import (
     center_view,
     match_channels,
     normalization_stats,
+    pad_centered,
     to_unit_range,
 )
 from squeeze_span.data.datasets import (
@@ -32,6 +33,7 @@ __all__ = [
     "load_dataset",
     "match_channels",
     "normalization_stats",
+    "pad_centered",
     "split_validation",
     "to_unit_range",
 ]

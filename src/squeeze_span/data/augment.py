@@ -223,6 +223,18 @@ def _grayscale(images: torch.Tensor) -> torch.Tensor:
     return (LUMA_WEIGHTS[0] * red + LUMA_WEIGHTS[1] * green + LUMA_WEIGHTS[2] * blue).unsqueeze(1)
 
 
+def pad_centered(images: torch.Tensor, size: int, value: float) -> torch.Tensor:
+    """``[N, C, H, W]`` images padded with ``value`` to ``size`` x ``size``, centred.
+
+    An odd margin puts the extra row or column on the bottom or right.
+    """
+    height, width = images.shape[-2:]
+    if height > size or width > size:
+        raise ValueError(f"cannot pad {height}x{width} images to {size}x{size}")
+    top, left = (size - height) // 2, (size - width) // 2
+    return F.pad(images, (left, size - width - left, top, size - height - top), value=value)
+
+
 def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     """Convert images to ``channels``: RGB to 1 channel by ITU-R 601-2 luma, 1 channel to RGB by copying.
 

@@ -13,6 +13,7 @@ from squeeze_span.runtime import autocast
 
 # Why a backbone sees views of the size it does (see view_size).
 SIZE_GIVEN, TRAINED_SIZE, DATASET_DEFAULT = "--size", "trained size", "dataset default"
+OWN_SIZE = "own size"  # the images' own: a discriminator fits them to its input itself
 
 
 def view_size(backbone: nn.Module, dataset: str, image_side: int, size: int | None = None) -> tuple[int, str]:

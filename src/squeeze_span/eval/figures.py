@@ -5,13 +5,12 @@ generated images three ways, each point coloured by the class a classifier gives
 (its pseudo-label): by the latent w ("Latent"), by the generator's features ("G features":
 each synthesis block's output, averaged over space and concatenated) and, when the
 discriminator is at hand, by its features ("D features": its blocks' outputs and the
-epilogue's fc, as the authors' regex 'b32|b16|b8|b4.fc$' tapped them). The authors used
+epilogue's fc, :class:`DiscriminatorFeatures`' "multi" taps). The authors used
 50,000 images of a CIFAR-10 StyleGAN2-ADA and UMAP.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
 
@@ -23,11 +22,10 @@ from squeeze_span.errors import ConfigError
 from squeeze_span.eval.embedding import embed_2d
 from squeeze_span.eval.features import view_size
 from squeeze_span.eval.frechet import BackboneFeatures
-from squeeze_span.generators.teacher import DEFAULT_FEATURES, LATENT_FEATURES, FeatureTaps, Teacher
+from squeeze_span.generators.discriminator import DiscriminatorFeatures
+from squeeze_span.generators.teacher import DEFAULT_FEATURES, LATENT_FEATURES, Teacher, pooled
 from squeeze_span.models import ResNet
 
-# The discriminator's block outputs b{R} ... b8 and the epilogue's fc; b4 itself is the score.
-DISCRIMINATOR_FEATURES = r"^(b\d+(?<!b4)|b4\.fc)$"
 LATENT_PANEL, GENERATOR_PANEL, DISCRIMINATOR_PANEL = "Latent", "G features", "D features"
 # The generator's modules each panel taps, and how to name them to someone whose generator lacks them.
 GENERATOR_TAPS = {
@@ -54,11 +52,6 @@ def class_names_for(dataset: str, count: int) -> list[str]:
     """The dataset's class names when it has ``count`` classes, else "0" ... "count-1"."""
     names = dataset_info(dataset).class_names or ()
     return list(names) if len(names) == count else [str(index) for index in range(count)]
-
-
-def pooled(features: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each tapped tensor as ``[N, D]``: feature maps averaged over space, anything else flattened."""
-    return [(f.mean(dim=(2, 3)) if f.dim() == 4 else f).flatten(start_dim=1) for f in features]
 
 
 def balanced_concat(blocks: list[torch.Tensor]) -> torch.Tensor:
@@ -119,27 +112,18 @@ def generated_features(
     mean, std = normalization_stats(dataset, classifier.config["in_channels"])
     size, _ = view_size(classifier, dataset, teacher.image_shape[-1], image_size)
     classifier_features = BackboneFeatures(classifier.to(device), size, mean, std)
-    if discriminator is not None:
-        discriminator = discriminator.eval().requires_grad_(False).to(device)
+    discriminator_features = DiscriminatorFeatures(discriminator).to(device) if discriminator is not None else None
 
     blocks: dict[str, list[list[torch.Tensor]]] = {LATENT_PANEL: [], GENERATOR_PANEL: [], DISCRIMINATOR_PANEL: []}
     labels = []
-    with contextlib.ExitStack() as stack:
-        taps = FeatureTaps(discriminator, DISCRIMINATOR_FEATURES) if discriminator is not None else None
-        if taps is not None:
-            stack.callback(taps.remove)  # the caller's discriminator keeps no hook of ours
-        for start in tqdm(range(0, count, batch_size), desc="figure 2: sampling", disable=not progress):
-            sample = teacher.sample(min(batch_size, count - start), return_labels=True)
-            features = dict(zip(teacher.feature_names, pooled(sample.features)))
-            blocks[LATENT_PANEL].append([f.cpu() for name, f in features.items() if name in latent_names])
-            blocks[GENERATOR_PANEL].append([f.cpu() for name, f in features.items() if name not in latent_names])
-            labels.append(classifier.fc(classifier_features(sample.images)).argmax(dim=1).cpu())
-            if taps is not None:
-                c = torch.zeros(len(sample.images), int(getattr(discriminator, "c_dim", 0)), device=device)
-                if sample.labels is not None and c.shape[1]:
-                    c[torch.arange(len(c), device=device), sample.labels] = 1.0
-                discriminator(sample.images, c)
-                blocks[DISCRIMINATOR_PANEL].append([f.cpu() for f in pooled(taps.take())])
+    for start in tqdm(range(0, count, batch_size), desc="figure 2: sampling", disable=not progress):
+        sample = teacher.sample(min(batch_size, count - start))
+        features = dict(zip(teacher.feature_names, pooled(sample.features)))
+        blocks[LATENT_PANEL].append([f.cpu() for name, f in features.items() if name in latent_names])
+        blocks[GENERATOR_PANEL].append([f.cpu() for name, f in features.items() if name not in latent_names])
+        labels.append(classifier.fc(classifier_features(sample.images)).argmax(dim=1).cpu())
+        if discriminator_features is not None:
+            blocks[DISCRIMINATOR_PANEL].append([f.cpu() for f in discriminator_features.tap_features(sample.images)])
     panels = {}
     for panel, batches in blocks.items():
         if batches and batches[0]:

@@ -11,13 +11,14 @@ from torch import nn
 
 from squeeze_span.data import load_dataset, normalization_stats, split_validation
 from squeeze_span.errors import ConfigError
-from squeeze_span.eval.features import extract_features, view_size
+from squeeze_span.eval.features import OWN_SIZE, SIZE_GIVEN, extract_features, view_size
 from squeeze_span.eval.knn import knn_accuracy
 from squeeze_span.eval.linear import linear_probe_fast, linear_probe_paper
 from squeeze_span.runtime import machine_description
 
 PROTOCOLS = ("fast", "paper")
 EVALUATION_SPLITS = ("test", "validation")  # validation: held out of train, for tuning without seeing test
+VIEWS = ("backbone", "gan")
 
 
 def probe_backbone(
@@ -29,6 +30,7 @@ def probe_backbone(
     split: str = "test",
     knn: bool = False,
     size: int | None = None,
+    view: str = "backbone",
     device: torch.device,
     precision: str = "fp32",
     batch_size: int = 512,
@@ -40,11 +42,17 @@ def probe_backbone(
     sixth (``split_validation``); the test split is not read at all. The backbone sees views of
     ``size``, else of the size it was trained at, else of the dataset's view size (``view_size``).
 
+    ``view`` is how `backbone` sees the images: ``"backbone"``, at that size, normalized by the
+    dataset's statistics, as our backbones train; ``"gan"``, at ``size``, else at their own size,
+    with pixels in [-1, 1], as a GAN's discriminator sees them (it fits them to its input).
+
     Returns a JSON-ready dict: {"linear": {"top1", "top5", ...}, "knn": {...}, "image_size",
-    "image_size_source" ("--size", "trained size" or "dataset default"), "seconds", ...}.
+    "image_size_source" ("--size", "trained size", "dataset default" or "own size"), "seconds", ...}.
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={protocol!r} is unknown; use one of {', '.join(PROTOCOLS)}")
+    if view not in VIEWS:
+        raise ConfigError(f"view={view!r} is unknown; use one of {', '.join(VIEWS)}")
     if split not in EVALUATION_SPLITS:
         raise ConfigError(f"split={split!r} is unknown; use one of {', '.join(EVALUATION_SPLITS)}")
     started = time.perf_counter()
@@ -53,11 +61,15 @@ def probe_backbone(
         train_set, test_set = split_validation(train_set)
     else:
         test_set = load_dataset(dataset, root, "test")
-    size, size_source = view_size(backbone, dataset, train_set.image_size[0], size)
-    mean, std = normalization_stats(dataset, train_set.num_channels)
+    if view == "gan":
+        size, size_source = (size, SIZE_GIVEN) if size is not None else (train_set.image_size[0], OWN_SIZE)
+        mean = std = (0.5,) * train_set.num_channels
+    else:
+        size, size_source = view_size(backbone, dataset, train_set.image_size[0], size)
+        mean, std = normalization_stats(dataset, train_set.num_channels)
     num_classes = len(train_set.classes)
     backbone = backbone.to(device).to(memory_format=torch.channels_last).eval()
-    view = dict(size=size, mean=mean, std=std, device=device, precision=precision)
+    settings = dict(size=size, mean=mean, std=std, device=device, precision=precision)
 
     result: dict = {
         "dataset": dataset,
@@ -69,15 +81,17 @@ def probe_backbone(
     needs_features = protocol == "fast" or knn
     if needs_features:
         train_x, train_y = extract_features(
-            backbone, train_set, batch_size=batch_size, progress=progress, desc="features (train)", **view
+            backbone, train_set, batch_size=batch_size, progress=progress, desc="features (train)", **settings
         )
         test_x, test_y = extract_features(
-            backbone, test_set, batch_size=batch_size, progress=progress, desc=f"features ({split})", **view
+            backbone, test_set, batch_size=batch_size, progress=progress, desc=f"features ({split})", **settings
         )
     if protocol == "fast":
         linear = linear_probe_fast(train_x, train_y, test_x, test_y, num_classes)
     else:
-        linear = linear_probe_paper(backbone, train_set, test_set, num_classes=num_classes, progress=progress, **view)
+        linear = linear_probe_paper(
+            backbone, train_set, test_set, num_classes=num_classes, progress=progress, **settings
+        )
     result["linear"] = asdict(linear)
     if knn:
         labeled = train_y >= 0

@@ -195,6 +195,17 @@ def load_gan(spec: str | os.PathLike[str]) -> tuple[nn.Module, nn.Module | None]
     raise CheckpointError(f"{spec} holds no generator (G_ema or G), only: {', '.join(map(str, networks)) or 'nothing'}")
 
 
+def load_discriminator(spec: str | os.PathLike[str]) -> nn.Module:
+    """The discriminator ``D`` of a pickle, a folder of our format (convert-gan, a train-gan snapshot), or an asset."""
+    discriminator = load_networks(assets.resolve(spec)).get("D")
+    if not isinstance(discriminator, nn.Module):
+        raise CheckpointError(
+            f"{spec} holds no discriminator D; pass a train-gan snapshot (runs/.../snapshots/network-snapshot-*/, "
+            "which keeps D), a StyleGAN2-ADA .pkl, or a convert-gan folder of one"
+        )
+    return discriminator
+
+
 def _generator_from_factory(spec: str) -> nn.Module:
     module_name, factory_name = spec.split(":")
     try:

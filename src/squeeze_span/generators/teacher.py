@@ -83,6 +83,11 @@ class FeatureTaps:
             handle.remove()
 
 
+def pooled(features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tapped tensor as ``[N, D]``: feature maps averaged over space, anything else flattened."""
+    return [(f.mean(dim=(2, 3)) if f.dim() == 4 else f).flatten(start_dim=1) for f in features]
+
+
 class Teacher:
     """Samples ``(images, features)`` from a frozen generator under no_grad, on its device.
 

@@ -45,10 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from squeeze_span.config import GanTrainingConfig, to_dict
-from squeeze_span.data import load_dataset
+from squeeze_span.data import load_dataset, pad_centered
 from squeeze_span.data.diffaugment import DiffAugment
 from squeeze_span.data.stream import RealBatchStream
 from squeeze_span.errors import ConfigError
@@ -94,18 +93,11 @@ def gan_resolution(image_size: tuple[int, int], resolution: int | None) -> int:
 
 
 def real_images_for_gan(images: torch.Tensor, resolution: int) -> torch.Tensor:
-    """uint8 ``[N, C, H, W]`` to float32 in [-1, 1], zero-padded (to -1) in the centre to ``resolution``.
-
-    An odd margin puts the extra row or column on the bottom or right.
-    """
+    """uint8 ``[N, C, H, W]`` to float32 in [-1, 1], zero-padded (to -1) in the centre to ``resolution``."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"real images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
-    height, width = images.shape[2:]
     x = images.float().mul_(2 / 255).sub_(1)
-    if (height, width) != (resolution, resolution):
-        top, left = (resolution - height) // 2, (resolution - width) // 2
-        x = F.pad(x, (left, resolution - width - left, top, resolution - height - top), value=-1.0)
-    return x
+    return pad_centered(x, resolution, -1.0) if x.shape[2:] != (resolution, resolution) else x
 
 
 def snapshot_name(nimg: int) -> str:
