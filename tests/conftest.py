@@ -63,8 +63,10 @@ def tiny_teacher(tmp_path: Path) -> Path:
     return folder
 
 
-def tiny_run_overrides(data: Path, teacher: Path | None, output_dir: Path, **extra: object) -> list[str]:
-    """key=value overrides that shrink configs/fashion_mnist/squeeze_span.yaml to a seconds-long run."""
+def tiny_run_overrides(
+    data: Path, teacher: Path | None, output_dir: Path, *, method: str = "squeeze_span", **extra: object
+) -> list[str]:
+    """key=value overrides that shrink configs/fashion_mnist/<method>*.yaml to a seconds-long run."""
     settings = {
         "data.root": data,
         "teacher.path": teacher,
@@ -72,7 +74,6 @@ def tiny_run_overrides(data: Path, teacher: Path | None, output_dir: Path, **ext
         "model.width": 4,
         "model.proj_dim": 16,
         "model.proj_layers": 2,
-        "method.a_hidden": 16,
         "train.batch_size": 16,
         "train.max_steps": 4,
         "train.precision": "fp32",
@@ -82,5 +83,9 @@ def tiny_run_overrides(data: Path, teacher: Path | None, output_dir: Path, **ext
         "train.knn_train_samples": 64,
         "train.knn_test_samples": 32,
     }
+    if method == "squeeze_span":
+        settings["method.a_hidden"] = 16
+    if method == "simsiam":
+        settings["method.pred_hidden"] = 8
     settings.update(extra)
     return [f"{key}={'null' if value is None else value}" for key, value in settings.items()]

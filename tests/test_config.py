@@ -40,7 +40,7 @@ def test_every_integer_field_states_its_range():
         for spec in dataclasses.fields(cls)
         if typing.get_type_hints(cls)[spec.name] in (int, typing.Optional[int]) and RULE not in spec.metadata
     ]
-    assert len(config_classes()) == 16 and unbounded == []  # 6 training, 8 GAN and 2 method sections
+    assert len(config_classes()) == 18 and unbounded == []  # 6 training, 8 GAN and 4 method sections
 
 
 @pytest.mark.parametrize(
@@ -97,6 +97,24 @@ def test_a_training_value_out_of_range_names_key_value_and_range(override, messa
 def test_the_supervised_method_section_is_checked_too(override, message):
     with pytest.raises(ConfigError) as error:
         load_training_config("configs/fashion_mnist/classifier.yaml", [override])
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("config", "override", "message"),
+    [
+        ("vicreg_mix", "method.data=both", "method.data='both' is unknown; it must be one of real, syn, mix"),
+        (
+            "simsiam_mix",
+            "method.syn_ratio=1",
+            "method.syn_ratio=1.0 is out of range; it must be a finite number in (0, 1)",
+        ),
+        ("simsiam_real", "method.pred_hidden=0", "method.pred_hidden=0 is out of range; it must be an integer >= 1"),
+    ],
+)
+def test_the_two_view_method_sections_are_checked_too(config, override, message):
+    with pytest.raises(ConfigError) as error:
+        load_training_config(f"configs/fashion_mnist/{config}.yaml", [override])
     assert str(error.value) == message
 
 

@@ -6,6 +6,7 @@ import torch
 from squeeze_span.losses import (
     covariance_loss,
     invariance_loss,
+    negative_cosine,
     simsiam_loss,
     squeeze_loss,
     variance_loss,
@@ -70,13 +71,25 @@ def test_squeeze_loss_by_hand_with_and_without_the_teacher_terms():
     assert regularized["loss"].item() == pytest.approx(terms["loss"].item() + extra, rel=1e-6)
 
 
+def test_negative_cosine_by_hand():
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z = torch.tensor([[2.0, 0.0], [1.0, 0.0]])
+    assert negative_cosine(p, z).item() == pytest.approx(-0.5)  # cosines 1 and 0
+
+
 def test_simsiam_loss_by_hand_and_stops_the_gradient():
-    p = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
-    z = torch.tensor([[1.0, 0.0], [1.0, 0.0]], requires_grad=True)
-    loss = simsiam_loss(p, z)
-    assert loss.item() == pytest.approx(-0.5)  # cosines 1 and 0
+    p1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    p2 = torch.tensor([[0.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    z1 = torch.tensor([[1.0, 1.0], [0.0, -1.0]], requires_grad=True)
+    z2 = torch.tensor([[1.0, 0.0], [1.0, 0.0]], requires_grad=True)
+    loss = simsiam_loss(p1, p2, z1, z2)
+    # D(p1, z2): cosines 1 and 0. D(p2, z1): cosines 2 / (2 sqrt 2) and -4 / 5. L = (D + D) / 2.
+    expected = 0.5 * (-(1 + 0) / 2 - (1 / math.sqrt(2) - 0.8) / 2)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
     loss.backward()
-    assert z.grad is None and p.grad is not None
+    assert z1.grad is None and z2.grad is None  # the targets are stopped
+    # dL/dp2[0] = -(1/4) * (z1[0]/|z1[0]| - cos * p2[0]/|p2[0]|) / |p2[0]|: (-1/4)(1/sqrt2, 0) / 2
+    torch.testing.assert_close(p2.grad[0], torch.tensor([-1 / (8 * math.sqrt(2)), 0.0]))
 
 
 def test_collapsed_batch_is_penalised():
@@ -91,6 +104,10 @@ def test_collapsed_batch_is_penalised():
         (lambda: variance_loss(torch.ones(4)), r"z must be \[batch, dim\], got shape \(4,\)"),
         (lambda: covariance_loss(torch.ones(1, 4)), "batch of at least 2"),
         (lambda: invariance_loss(torch.ones(3, 2), torch.ones(3, 4)), r"got \(3, 2\) and \(3, 4\)"),
+        (
+            lambda: simsiam_loss(torch.ones(3, 2), torch.ones(3, 2), torch.ones(3, 2), torch.ones(2, 2)),
+            r"of one shape, got \(3, 2\), \(3, 2\), \(3, 2\) and \(2, 2\)",
+        ),
     ],
 )
 def test_shape_errors_name_the_problem(call, message):

@@ -122,13 +122,28 @@ def squeeze_loss(
     return weighted_sum(terms, weights)
 
 
-def simsiam_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """D(p, z) = -mean_n cos(p_n, stopgrad(z_n)): SimSiam's negative cosine similarity, eq. (1).
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """D(p, z) = -(1 / N) * sum_n cos(p_n, stopgrad(z_n)): SimSiam's negative cosine similarity, eq. (1).
 
-    The symmetric loss is 0.5 * (simsiam_loss(p1, z2) + simsiam_loss(p2, z1)).
+    The gradient flows into the predictions ``p`` only; the targets ``z`` are constants.
     """
     _check_pair(p, z)
     return -F.cosine_similarity(p, z.detach(), dim=1).mean()
+
+
+def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """L = D(p1, z2) / 2 + D(p2, z1) / 2: SimSiam's symmetrized loss with stop-gradient (Chen and He, 2021, sec. 3).
+
+    ``z1``, ``z2`` are the projector's outputs for two views of the same images and ``p1``, ``p2``
+    the predictor's outputs from them; each view's prediction chases the other view's stopped
+    projection. All four are [batch, dim].
+    """
+    if not p1.shape == p2.shape == z1.shape == z2.shape:
+        raise ValueError(
+            "p1, p2, z1 and z2 must all be [batch, dim] of one shape, got "
+            f"{tuple(p1.shape)}, {tuple(p2.shape)}, {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+    return 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,19 +22,19 @@ def deterministic(trainer) -> None:
     )
 
 
-def one_step(overrides, out_path) -> None:
-    trainer = make_trainer(overrides)
+def one_step(overrides, config, out_path) -> None:
+    trainer = make_trainer(overrides, config)
     deterministic(trainer)
     trainer.fit()
     torch.save({k: v.detach().clone() for k, v in trainer.method.state_dict().items()}, out_path)
 
 
-def worker(rank, world_size, port, overrides, out_dir) -> None:
+def worker(rank, world_size, port, overrides, config, out_dir) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    one_step(overrides, out_dir / f"rank{rank}.pt")
+    one_step(overrides, config, out_dir / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -44,27 +44,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_ranks_of_half_a_batch_equal_one_process_of_the_whole(learnable_fashion_mnist, tmp_path):
-    overrides = tiny_run_overrides(
-        learnable_fashion_mnist,
-        None,
-        tmp_path / "run",
-        **{
-            "method.syn_ratio": 0.0,
-            "train.max_steps": 1,
-            "train.checkpoint_every": 1000,
-            "optimizer.base_lr": 10.0,  # a large step, so that a wrong gradient shows in the weights
-        },
-    )
-    mp.spawn(worker, args=(2, free_port(), overrides, tmp_path), nprocs=2, join=True)
+# VICReg's batch statistics over the gathered batch; SimSiam's BatchNorms across ranks and its two optimizer groups.
+@pytest.mark.parametrize(
+    "name, method, method_settings",
+    [("squeeze_span", "squeeze_span", {"method.syn_ratio": 0.0}), ("simsiam_real", "simsiam", {})],
+    ids=["squeeze_span-alpha-0", "simsiam"],
+)
+def test_two_ranks_of_half_a_batch_equal_one_process_of_the_whole(
+    learnable_fashion_mnist, tmp_path, name, method, method_settings
+):
+    config = f"configs/fashion_mnist/{name}.yaml"
+    settings = {
+        **method_settings,
+        "train.max_steps": 1,
+        "train.checkpoint_every": 1000,
+        "optimizer.base_lr": 10.0,  # a large step, so that a wrong gradient shows in the weights
+    }
+    overrides = tiny_run_overrides(learnable_fashion_mnist, None, tmp_path / "run", method=method, **settings)
+    mp.spawn(worker, args=(2, free_port(), overrides, config, tmp_path), nprocs=2, join=True)
     single_overrides = [
         o if not o.startswith("output_dir=") else f"output_dir={tmp_path / 'single'}" for o in overrides
     ]
-    one_step(single_overrides, tmp_path / "single.pt")
+    one_step(single_overrides, config, tmp_path / "single.pt")
 
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     single = torch.load(tmp_path / "single.pt")
-    initial = make_trainer(single_overrides).method.state_dict()
+    initial = make_trainer(single_overrides, config).method.state_dict()
     moved = 0
     for name, value in single.items():
         assert torch.equal(rank0[name], rank1[name]), f"{name} differs between the ranks"

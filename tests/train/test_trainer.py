@@ -15,8 +15,8 @@ from tests.conftest import tiny_run_overrides
 CONFIG = "configs/fashion_mnist/squeeze_span.yaml"
 
 
-def make_trainer(overrides):
-    config = load_training_config(CONFIG, overrides)
+def make_trainer(overrides, config_path=CONFIG):
+    config = load_training_config(config_path, overrides)
     return Trainer(config, METHODS[config.method.name], command=["test"])
 
 

@@ -22,11 +22,10 @@ import torch
 from torch import nn
 
 from squeeze_span.config import bounded
-from squeeze_span.data import center_view, match_channels
+from squeeze_span.data import center_view
 from squeeze_span.data.stream import RealBatch
-from squeeze_span.errors import ConfigError
 from squeeze_span.losses import squeeze_loss, vicreg_loss
-from squeeze_span.methods.base import Method, MethodContext, split_batch
+from squeeze_span.methods.base import Method, MethodContext, require_teacher, split_batch
 from squeeze_span.models.heads import SqueezeModule, projector
 from squeeze_span.runtime import full_precision
 
@@ -49,9 +48,8 @@ class SqueezeSpan(Method):
         super().__init__(backbone, context)
         self.config = config
         model = context.model
-        if config.syn_ratio > 0 and context.teacher is None:
-            raise ConfigError("method squeeze_span with syn_ratio > 0 needs a teacher; set teacher.path=FILE")
         if config.syn_ratio > 0:
+            require_teacher(context, "method squeeze_span with syn_ratio > 0")
             feature_dims = [shape[0] for shape in context.teacher.feature_shapes]
             self.squeeze_module = SqueezeModule(feature_dims, config.a_depth, config.a_hidden, model.proj_dim)
             out_dim = self.squeeze_module.out_dim  # with a_depth 0 the projector matches the concatenation
@@ -62,21 +60,15 @@ class SqueezeSpan(Method):
     def split(self, batch_size: int) -> tuple[int, int]:
         return split_batch(batch_size, self.config.syn_ratio)
 
-    def embed(self, views: torch.Tensor) -> torch.Tensor:
-        """Z = projector(backbone(views)), gathered over ranks, in float32 for the losses."""
-        z = self.projector(self.backbone(views.contiguous(memory_format=torch.channels_last)))
-        return self.context.gather(z.float())
-
     def squeeze_loss(self, num_synthetic: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """L_squeeze's terms on ``num_synthetic`` teacher samples, and the student's Z_f."""
         context, config = self.context, self.config
-        sample = context.teacher.sample(num_synthetic)
-        images = match_channels(sample.images, context.image_channels)
-        augmentation = context.augmentation
+        sample = self.draw_synthetic(num_synthetic)
         if config.augment_syn:
-            views = augmentation(images, context.generator)
+            views = self.augment(sample.images)
         else:
-            views = center_view(images, augmentation.size, augmentation.mean, augmentation.std)
+            augmentation = context.augmentation
+            views = center_view(sample.images, augmentation.size, augmentation.mean, augmentation.std)
         z_student = self.embed(views)
         z_teacher = context.gather(self.squeeze_module(sample.features).float())
         with full_precision(context.device):
@@ -92,9 +84,8 @@ class SqueezeSpan(Method):
 
     def span_loss(self, real_images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """VICReg's terms between two augmented views of the real images, and the first view's Z."""
-        augmentation, generator = self.context.augmentation, self.context.generator
-        z1 = self.embed(augmentation(real_images, generator))
-        z2 = self.embed(augmentation(real_images, generator))
+        z1 = self.embed(self.augment(real_images))
+        z2 = self.embed(self.augment(real_images))
         config = self.config
         with full_precision(self.context.device):
             return vicreg_loss(z1, z2, config.invariance_weight, config.variance_weight, config.covariance_weight), z1

@@ -140,7 +140,7 @@ class Trainer:
             else train.epochs * self.steps_per_epoch
         )
         # The rate is set before every step from the config, never restored from a checkpoint: a
-        # resumed run follows the config it is resumed with.
+        # resumed run follows the config it is resumed with. A method's fixed_lr groups keep the peak.
         self.learning_rate = LearningRateSchedule(
             peak=config.optimizer.base_lr * train.batch_size / 256,
             warmup_steps=config.optimizer.warmup_steps,
@@ -148,7 +148,7 @@ class Trainer:
             budget_seconds=train.budget_seconds,
         )
         self.optimizer = torch.optim.SGD(
-            self.method.parameters(),
+            [{"params": group.params, "fixed_lr": group.fixed_lr} for group in self.method.parameter_groups()],
             lr=self.learning_rate(0, 0.0),
             momentum=config.optimizer.momentum,
             weight_decay=config.optimizer.weight_decay,
@@ -308,8 +308,9 @@ class Trainer:
         record: dict[str, Any] = {}
         try:
             while not self.finished():
+                rate = self.learning_rate(self.step, self.elapsed_seconds)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = self.learning_rate(self.step, self.elapsed_seconds)
+                    group["lr"] = self.learning_rate.peak if group["fixed_lr"] else rate
                 real = self.stream.next(self.real)
                 with autocast(self.device, train.precision):
                     logs = self.model(real, local_synthetic)
