@@ -25,12 +25,14 @@ FINITE_FLOAT = argument(float)
 
 def _probe(args: argparse.Namespace) -> None:
     from squeeze_span.data import load_dataset
-    from squeeze_span.eval.probe import probe_backbone
+    from squeeze_span.eval.probe import RawPixels, probe_backbone
     from squeeze_span.models import build_backbone, load_backbone
     from squeeze_span.runtime import resolve_device
 
     device = resolve_device(args.device)
-    if args.random_init:
+    if args.raw_pixels:
+        backbone, name = RawPixels(), "raw pixels"
+    elif args.random_init:
         torch.manual_seed(args.seed)
         in_channels = load_dataset(args.dataset, args.data, "test").num_channels
         backbone = build_backbone(args.random_init, in_channels=in_channels, width=args.width)
@@ -213,6 +215,20 @@ def _sample_gan(args: argparse.Namespace) -> None:
     print(f"wrote {save_image_grid(images, args.out, args.columns)}: {args.n} samples of {tuple(images.shape[1:])}")
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from squeeze_span.experiments.sweep import run_sweep
+
+    outcome = run_sweep(args.plan, device=args.device, progress=not args.no_progress, only=args.only)
+    print(f"sweep: {len(outcome.done)} ran, {len(outcome.skipped)} were finished before, {len(outcome.failed)} failed")
+    for line in outcome.failed:
+        print(f"  failed: {line}", file=sys.stderr)
+    if outcome.failed:
+        raise ConfigError(
+            f"{len(outcome.failed)} of the sweep's runs failed (listed above); fix them and run the sweep again: "
+            "finished runs are kept"
+        )
+
+
 def _figure2(args: argparse.Namespace) -> None:
     import time
 
@@ -323,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = probe.add_mutually_exclusive_group(required=True)
     which.add_argument("checkpoint", nargs="?", help="a training checkpoint or an exported backbone (.safetensors)")
     which.add_argument("--random-init", metavar="ARCH", choices=sorted(BACKBONES), help="probe an untrained backbone")
+    which.add_argument("--raw-pixels", action="store_true", help="probe the view's pixels themselves (a floor)")
     probe.add_argument(
         "--width", type=POSITIVE_INT, default=16, help="base width of --random-init (16, the CPU default; paper: 64)"
     )
@@ -460,6 +477,19 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="auto")
     sample.add_argument("--precision", choices=PRECISIONS, default="fp32")
     sample.set_defaults(handler=_sample_gan)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a plan's training runs and probes in turn; finished runs are skipped, unfinished ones resumed",
+        description="Run every (entry, seed) of PLAN.yaml (see squeeze_span.experiments.plan) that has no result "
+        "yet: train (resuming) and probe, or probe. Each finished one writes RESULTS_DIR/NAME/seedS.json; "
+        "stop the sweep at any point and run the same command again to continue.",
+    )
+    sweep.add_argument("plan", metavar="PLAN.yaml")
+    sweep.add_argument("--only", nargs="+", metavar="NAME", help="run only these entries")
+    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    sweep.add_argument("--no-progress", action="store_true", help="hide progress bars (the overall lines stay)")
+    sweep.set_defaults(handler=_sweep)
 
     figure2 = commands.add_parser(
         "figure2",

@@ -319,6 +319,11 @@ def validate(config: Any, prefix: str = "") -> None:
         if dataclasses.is_dataclass(value):
             validate(value, f"{key}.")
             continue
+        if isinstance(value, list):  # a list of sections, e.g. a sweep plan's entries
+            for index, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    validate(item, f"{key}[{index}].")
+            continue
         rule = spec.metadata.get(RULE, Bounds() if isinstance(value, float) else None)
         if value is None or rule is None or rule.admits(value):
             continue

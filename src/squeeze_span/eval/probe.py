@@ -21,6 +21,13 @@ EVALUATION_SPLITS = ("test", "validation")  # validation: held out of train, for
 VIEWS = ("backbone", "gan")
 
 
+class RawPixels(nn.Module):
+    """The floor of Table 2: the normalized pixels of the view, flattened, as features."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1).float()
+
+
 def probe_backbone(
     backbone: nn.Module,
     dataset: str,

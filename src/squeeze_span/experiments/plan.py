@@ -1,0 +1,112 @@
+"""A sweep plan: the list of runs behind a report, as one YAML file.
+
+Every entry is one row of the report (a method on some data, or a probe of something that
+is not trained), run once per seed::
+
+    dataset: fashion_mnist
+    overrides: [train.max_steps=500]          # for every training entry
+    entries:
+      - name: vicreg_real
+        config: configs/fashion_mnist/vicreg_real.yaml
+        seeds: [0, 1, 2]
+        tables: {"2": "VICReg, real"}         # table -> the row's label there
+      - name: d_multi
+        kind: discriminator
+        model: asset:fashion_mnist_stylegan2
+        features: multi
+        tables: {"1": "discriminator, multi feature"}
+
+The kinds:
+
+- ``train``: train ``config`` (with the plan's and the entry's overrides, the seed and
+  ``resume=auto``), then probe its backbone. ``fd: true`` also measures the FD of its teacher
+  (Figure 4); ``discrepancy: true`` the FD between its student's features of generated and of
+  real images (the poster's representation discrepancy);
+- ``random_init`` and ``pixels``: probe an untrained backbone built as ``config`` builds it, or
+  the raw pixels;
+- ``discriminator``: probe the features of ``model``'s discriminator (``features``: single or multi).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from squeeze_span.config import bounded, choice, load_config, to_dict
+from squeeze_span.errors import ConfigError
+
+KINDS = ("train", "random_init", "pixels", "discriminator")
+
+
+@dataclass
+class PlanEntry:
+    name: str = ""  # unique; names the run folders and the result files
+    kind: str = choice("train", KINDS)
+    config: Optional[str] = None  # a training config (train, random_init)
+    overrides: List[str] = field(default_factory=list)  # key=value, after the plan's
+    seeds: Optional[List[int]] = None  # None: the plan's seeds
+    tables: Dict[str, str] = field(default_factory=dict)  # table ("1", "2", "3", "figure4", ...) -> row label
+    model: Optional[str] = None  # discriminator: a GAN with a D (pickle, convert-gan folder, snapshot, asset)
+    features: str = choice("multi", ("single", "multi"))  # discriminator: b4.fc alone, or every block
+    fd: bool = False  # train: also the FD of the run's teacher against the real train images
+    discrepancy: bool = False  # train: also the FD of its student's features, generated against real images
+
+
+@dataclass
+class SweepPlan:
+    dataset: str = "fashion_mnist"  # the probes' dataset
+    data_root: Optional[str] = None  # None: the dataset's default folder
+    runs_dir: str = "runs/sweep"  # run folders (checkpoints: not for git)
+    results_dir: str = "results/sweep/runs"  # one JSON per finished (entry, seed): small, for git
+    overrides: List[str] = field(default_factory=list)  # key=value for every training entry
+    seeds: List[int] = field(default_factory=lambda: [0])
+    split: str = choice("test", ("test", "validation"))  # the probe's evaluation split
+    fd_images: int = bounded(10000, min=2)  # images a side for the FD and the discrepancy
+    discrepancy_teacher: Optional[str] = None  # generated images for a run without a teacher
+    entries: List[PlanEntry] = field(default_factory=list)
+
+
+def load_plan(path: str | os.PathLike[str]) -> SweepPlan:
+    """The plan in ``path``, checked: unique names, and what each kind needs."""
+    plan = load_config(path, [], SweepPlan)
+    seen: set[str] = set()
+    for index, entry in enumerate(plan.entries):
+        where = f"{path}: entries[{index}]"
+        if not entry.name or not entry.name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"{where} needs a name of letters, digits, '_' and '-' (it names files)")
+        if entry.name in seen:
+            raise ConfigError(f"{where}: the name {entry.name!r} is used twice; each entry needs its own")
+        seen.add(entry.name)
+        if entry.kind in ("train", "random_init") and not entry.config:
+            raise ConfigError(f"{where} ({entry.name}): kind {entry.kind} needs config: a training config file")
+        if entry.kind == "discriminator" and not entry.model:
+            raise ConfigError(f"{where} ({entry.name}): kind discriminator needs model: a GAN that has a D")
+        if (entry.fd or entry.discrepancy) and entry.kind != "train":
+            raise ConfigError(f"{where} ({entry.name}): fd and discrepancy are measured on train entries only")
+        if entry.seeds is not None and not entry.seeds:
+            raise ConfigError(f"{where} ({entry.name}): seeds is empty; remove it for the plan's seeds")
+    return plan
+
+
+def seeds_of(plan: SweepPlan, entry: PlanEntry) -> list[int]:
+    return list(entry.seeds if entry.seeds is not None else plan.seeds)
+
+
+def entry_spec(plan: SweepPlan, entry: PlanEntry, seed: int) -> dict:
+    """What decides an (entry, seed)'s result; a stored result with another spec is stale."""
+    spec = {key: value for key, value in to_dict(entry).items() if key not in ("seeds", "tables")}
+    spec.update(seed=seed, dataset=plan.dataset, split=plan.split)
+    if entry.kind == "train":
+        spec["plan_overrides"] = list(plan.overrides)
+    if entry.fd or entry.discrepancy:
+        spec["fd_images"] = plan.fd_images
+    if entry.discrepancy:
+        spec["discrepancy_teacher"] = plan.discrepancy_teacher
+    return spec
+
+
+def spec_hash(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,285 @@
+"""``squeeze-span sweep PLAN.yaml``: run a plan's entries in turn, one result file each.
+
+A finished (entry, seed) leaves ``results_dir/NAME/seedS.json``, written atomically; a
+sweep skips those and resumes an unfinished training run from its checkpoint
+(``resume=auto``), so a sweep of many hours can be stopped at any point and continued in
+a later session. A result made under other settings than the plan's now (its ``spec``) is
+stale: the sweep refuses to start until it is removed, rather than mix two settings in one
+table. An entry that fails with a user error is reported in one line and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from squeeze_span.errors import ConfigError, UserError
+from squeeze_span.experiments.plan import PlanEntry, SweepPlan, entry_spec, load_plan, seeds_of, spec_hash
+from squeeze_span.fileio import atomic_write
+from squeeze_span.runtime import machine_description, resolve_device
+
+
+@dataclass
+class Job:
+    entry: PlanEntry
+    seed: int
+    result: Path
+    spec: dict
+
+
+@dataclass
+class SweepOutcome:
+    done: list[str] = field(default_factory=list)  # ran now
+    skipped: list[str] = field(default_factory=list)  # found finished
+    failed: list[str] = field(default_factory=list)  # 'name seed S: the error line'
+
+
+def jobs_of(plan: SweepPlan) -> list[Job]:
+    return [
+        Job(entry, seed, Path(plan.results_dir) / entry.name / f"seed{seed}.json", entry_spec(plan, entry, seed))
+        for entry in plan.entries
+        for seed in seeds_of(plan, entry)
+    ]
+
+
+def stored_result(job: Job) -> dict | None:
+    """The job's result if it is on disk and made under the same spec; None if absent; stale: ConfigError."""
+    if not job.result.is_file():
+        return None
+    try:
+        result = json.loads(job.result.read_text())
+    except ValueError:
+        raise ConfigError(f"{job.result} is not valid JSON; delete it to run that entry again") from None
+    if result.get("spec_hash") != spec_hash(job.spec):
+        raise ConfigError(
+            f"{job.result} was made with other settings than the plan's {job.entry.name} (seed {job.seed}) has now; "
+            "delete it to run the entry again, or restore the plan"
+        )
+    return result
+
+
+def run_sweep(
+    path: str | Path, *, device: str = "auto", progress: bool = True, only: list[str] | None = None
+) -> SweepOutcome:
+    """Run the plan at ``path`` (only the entries named in ``only``, when given)."""
+    plan = load_plan(path)
+    jobs = jobs_of(plan)
+    if only:
+        unknown = sorted(set(only) - {job.entry.name for job in jobs})
+        if unknown:
+            raise ConfigError(f"--only {', '.join(unknown)}: not an entry of {path}")
+        jobs = [job for job in jobs if job.entry.name in only]
+    finished = [job for job in jobs if stored_result(job) is not None]  # stale results stop the sweep here
+    todo = [job for job in jobs if job not in finished]
+    outcome = SweepOutcome(skipped=[f"{job.entry.name} seed {job.seed}" for job in finished])
+    print(f"sweep {path}: {len(jobs)} runs, {len(finished)} finished before, {len(todo)} to run", flush=True)
+    runner = Runner(plan, resolve_device(device), progress, command=["squeeze-span", "sweep", str(path)])
+    spent: list[float] = []
+    for index, job in enumerate(todo, 1):
+        label = f"{job.entry.name} seed {job.seed}"
+        eta = f"; about {sum(spent) / len(spent) * (len(todo) - index + 1) / 60:.0f} min left" if spent else ""
+        print(f"[{index}/{len(todo)}] {label} ({job.entry.kind}){eta}", flush=True)
+        started = time.perf_counter()
+        try:
+            result = runner.run(job)
+        except UserError as error:
+            outcome.failed.append(f"{label}: {type(error).__name__}: {error}")
+            print(f"[{index}/{len(todo)}] {label} failed: {type(error).__name__}: {error}", flush=True)
+            continue
+        spent.append(time.perf_counter() - started)
+        result.update(
+            name=job.entry.name,
+            kind=job.entry.kind,
+            seed=job.seed,
+            tables=dict(job.entry.tables),
+            spec=job.spec,
+            spec_hash=spec_hash(job.spec),
+            wall_seconds=round(spent[-1], 1),
+            machine=machine_description(runner.device),
+            date=time.strftime("%Y-%m-%d"),
+        )
+        with atomic_write(job.result) as temporary:
+            temporary.write_text(json.dumps(result, indent=2) + "\n")
+        outcome.done.append(label)
+        top1 = f"top-1 {result['top1']:.2f}" if "top1" in result else "done"
+        print(f"[{index}/{len(todo)}] {label}: {top1} in {spent[-1] / 60:.1f} min", flush=True)
+    return outcome
+
+
+class Runner:
+    """Runs one job of each kind; holds what a sweep computes once (the real images' FD statistics)."""
+
+    def __init__(self, plan: SweepPlan, device: torch.device, progress: bool, command: list[str]) -> None:
+        self.plan, self.device, self.progress, self.command = plan, device, progress, command
+        self._real_statistics: dict[str, Any] = {}
+
+    def run(self, job: Job) -> dict[str, Any]:
+        return getattr(self, f"_{job.entry.kind}")(job)
+
+    # -- the kinds -------------------------------------------------------------------------------------------
+
+    def _train(self, job: Job) -> dict[str, Any]:
+        from squeeze_span.methods import METHODS
+        from squeeze_span.models import load_backbone
+        from squeeze_span.train import Trainer
+
+        config = self._training_config(job)
+        Trainer(config, METHODS[config.method.name], command=self.command).fit()
+        final = last_metrics(Path(config.output_dir))
+        backbone = load_backbone(config.output_dir)
+        result = {
+            "method": config.method.name,
+            "data": data_of(config.method),
+            "config": job.entry.config,
+            "overrides": list(job.entry.overrides),
+            "steps": final["step"],
+            "seconds": round(final["seconds"], 1),
+            "final_metrics": {key: value for key, value in final.items() if key.startswith(("loss", "std"))},
+            **self._probe(backbone, precision=config.train.precision),
+        }
+        if job.entry.fd:
+            result["fd"] = self._generator_fd(config.teacher.path)
+        if job.entry.discrepancy:
+            result["discrepancy"] = self._discrepancy(backbone, config)
+        return result
+
+    def _random_init(self, job: Job) -> dict[str, Any]:
+        from squeeze_span.data import load_dataset
+        from squeeze_span.models import build_backbone
+
+        config = self._training_config(job)
+        torch.manual_seed(job.seed)
+        channels = load_dataset(self.plan.dataset, self.plan.data_root, "test").num_channels
+        backbone = build_backbone(config.model.backbone, in_channels=channels, width=config.model.width)
+        return {"method": "random_init", "data": None, "steps": 0, "seconds": 0.0, **self._probe(backbone)}
+
+    def _pixels(self, job: Job) -> dict[str, Any]:
+        from squeeze_span.eval.probe import RawPixels
+
+        return {"method": "pixels", "data": None, "steps": 0, "seconds": 0.0, **self._probe(RawPixels())}
+
+    def _discriminator(self, job: Job) -> dict[str, Any]:
+        from squeeze_span.generators import DiscriminatorFeatures, load_discriminator
+
+        features = DiscriminatorFeatures(load_discriminator(job.entry.model), job.entry.features)
+        probe = self._probe(features, view="gan")
+        return {"method": f"discriminator_{job.entry.features}", "data": None, "steps": 0, "seconds": 0.0, **probe}
+
+    # -- shared parts ----------------------------------------------------------------------------------------
+
+    def _training_config(self, job: Job):
+        from squeeze_span.cli import load_training_config
+
+        run_dir = Path(self.plan.runs_dir) / job.entry.name / f"seed{job.seed}"
+        overrides = [
+            *self.plan.overrides,
+            *job.entry.overrides,
+            f"train.seed={job.seed}",
+            f"output_dir={run_dir}",
+            "resume=auto",
+            f"train.progress={self.progress}",
+        ]
+        if self.plan.data_root is not None:
+            overrides.append(f"data.root={self.plan.data_root}")
+        return load_training_config(job.entry.config, overrides)
+
+    def _probe(self, backbone: torch.nn.Module, *, precision: str = "bf16", view: str = "backbone") -> dict:
+        from squeeze_span.eval.probe import probe_backbone
+
+        probe = probe_backbone(
+            backbone,
+            self.plan.dataset,
+            self.plan.data_root,
+            split=self.plan.split,
+            view=view,
+            device=self.device,
+            precision=precision,
+            progress=self.progress,
+        )
+        linear = probe["linear"]
+        return {
+            "top1": linear["top1"],
+            "top5": linear["top5"],
+            "probe": {key: probe[key] for key in ("split", "protocol", "image_size", "seconds")},
+        }
+
+    def _real_fd_statistics(self, extractor: Any, key: str):
+        """The real train images' statistics in ``extractor``'s features, computed once per sweep per ``key``."""
+        from squeeze_span.data import load_dataset
+        from squeeze_span.eval.frechet import real_statistics
+
+        if key not in self._real_statistics:
+            real = load_dataset(self.plan.dataset, self.plan.data_root, "train")
+            self._real_statistics[key] = real_statistics(
+                real, extractor, count=self.plan.fd_images, progress=self.progress
+            )
+        return self._real_statistics[key]
+
+    def _generator_fd(self, teacher: str | None) -> dict[str, Any]:
+        from squeeze_span.data import load_dataset
+        from squeeze_span.eval.frechet import fd_extractor, generator_fd
+        from squeeze_span.generators import load_generator
+
+        if teacher is None:
+            raise ConfigError("fd: true needs a run with a teacher (teacher.path)")
+        real = load_dataset(self.plan.dataset, self.plan.data_root, "train")
+        extractor, metric = fd_extractor(real, self.plan.dataset, device=self.device)
+        statistics = self._real_fd_statistics(extractor, metric)
+        count = self.plan.fd_images
+        value = generator_fd(
+            load_generator(teacher), statistics, extractor, count=count, device=self.device, progress=self.progress
+        )
+        return {"metric": metric, "value": round(value, 4), "teacher": teacher, "images": count}
+
+    def _discrepancy(self, backbone: torch.nn.Module, config: Any) -> dict[str, Any]:
+        """FD between the student's pooled features of generated and of real train images."""
+        from squeeze_span.data import load_dataset, normalization_stats
+        from squeeze_span.eval.features import view_size
+        from squeeze_span.eval.frechet import BackboneFeatures, frechet_distance, generated_statistics, real_statistics
+        from squeeze_span.generators import load_generator
+
+        teacher = config.teacher.path or self.plan.discrepancy_teacher
+        if teacher is None:
+            raise ConfigError("discrepancy: true on a run without a teacher needs the plan's discrepancy_teacher")
+        real = load_dataset(self.plan.dataset, self.plan.data_root, "train")
+        size, _ = view_size(backbone, self.plan.dataset, real.image_size[0])
+        mean, std = normalization_stats(self.plan.dataset, real.num_channels)
+        extractor = BackboneFeatures(backbone.to(self.device), size, mean, std, config.train.precision)
+        count = self.plan.fd_images
+        settings = dict(count=count, progress=self.progress)
+        real_side = real_statistics(real, extractor, **settings)
+        generated = generated_statistics(load_generator(teacher), extractor, device=self.device, **settings)
+        value = frechet_distance(real_side, generated)
+        return {
+            "measure": "FD in the student's pooled features",
+            "value": round(value, 4),
+            "teacher": teacher,
+            "images": count,
+        }
+
+
+def last_metrics(run_dir: Path) -> dict[str, Any]:
+    """The last complete line of a run's metrics.jsonl."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "step" in record:
+            return record
+    raise ConfigError(f"{run_dir}/metrics.jsonl holds no step; delete the run folder to train it again")
+
+
+def data_of(method: Any) -> str:
+    """'real', 'syn' or 'mix': the images a method trained on."""
+    data = getattr(method, "data", None)
+    if data is not None:
+        return data
+    ratio = getattr(method, "syn_ratio", 0.0)
+    return "syn" if ratio == 1 else "real" if ratio == 0 else "mix"

@@ -1,0 +1,101 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from squeeze_span.cli import main
+from squeeze_span.errors import ConfigError
+from squeeze_span.experiments.plan import load_plan
+from squeeze_span.experiments.sweep import run_sweep
+from tests.conftest import tiny_run_overrides
+
+CONFIG = "configs/fashion_mnist/squeeze_span.yaml"
+
+
+def write_plan(tmp_path: Path, data: Path, teacher: Path, **changes) -> Path:
+    training = [o for o in tiny_run_overrides(data, teacher, tmp_path / "unused") if not o.startswith("output_dir")]
+    plan = {
+        "dataset": "fashion_mnist",
+        "data_root": str(data),
+        "runs_dir": str(tmp_path / "runs"),
+        "results_dir": str(tmp_path / "results"),
+        "overrides": training,
+        "fd_images": 40,
+        "entries": [
+            {
+                "name": "squeeze_span",
+                "config": CONFIG,
+                "seeds": [0, 1],
+                "tables": {"2": "squeeze and span"},
+                "fd": True,
+                "discrepancy": True,
+            },
+            {"name": "random_init", "kind": "random_init", "config": CONFIG, "tables": {"2": "random init"}},
+            {"name": "pixels", "kind": "pixels", "tables": {"2": "raw pixels"}},
+        ],
+    }
+    plan.update(changes)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def test_a_sweep_writes_one_result_per_entry_and_seed_then_skips_them(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    plan = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher)
+    outcome = run_sweep(plan, device="cpu", progress=False)
+    assert outcome.done == ["squeeze_span seed 0", "squeeze_span seed 1", "random_init seed 0", "pixels seed 0"]
+    assert not outcome.failed
+    result = json.loads((tmp_path / "results" / "squeeze_span" / "seed1.json").read_text())
+    assert (result["method"], result["data"], result["seed"], result["steps"]) == ("squeeze_span", "mix", 1, 4)
+    assert result["tables"] == {"2": "squeeze and span"}
+    assert 50 < result["top1"] <= 100  # the tiny data's two classes differ in brightness
+    assert result["fd"]["metric"] == "FD-fashion_mnist-classifier" and result["fd"]["value"] > 0
+    assert result["discrepancy"]["value"] > 0
+    pixels = json.loads((tmp_path / "results" / "pixels" / "seed0.json").read_text())
+    assert pixels["top1"] > 90
+    again = run_sweep(plan, device="cpu", progress=False)
+    assert again.done == [] and len(again.skipped) == 4
+
+
+def test_a_result_made_under_other_settings_is_refused_not_mixed_in(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    plan = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher)
+    run_sweep(plan, device="cpu", progress=False, only=["pixels"])
+    changed = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher, split="validation")
+    with pytest.raises(ConfigError, match=r"pixels/seed0.json was made with other settings .* delete it"):
+        run_sweep(changed, device="cpu", progress=False)
+
+
+def test_a_failing_entry_is_one_line_and_the_others_run(learnable_fashion_mnist, tiny_teacher, tmp_path, capsys):
+    plan = write_plan(
+        tmp_path,
+        learnable_fashion_mnist,
+        tiny_teacher,
+        entries=[
+            {"name": "broken", "config": "configs/fashion_mnist/no_such.yaml"},
+            {"name": "pixels", "kind": "pixels"},
+        ],
+    )
+    assert main(["sweep", str(plan), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "failed: broken seed 0: ConfigError:" in err and "no_such.yaml" in err
+    assert "1 of the sweep's runs failed" in err
+    assert (tmp_path / "results" / "pixels" / "seed0.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "entries, message",
+    [
+        ([{"name": "a", "kind": "pixels"}, {"name": "a", "kind": "pixels"}], "the name 'a' is used twice"),
+        ([{"name": "t"}], "kind train needs config"),
+        ([{"name": "d", "kind": "discriminator"}], "kind discriminator needs model"),
+        ([{"name": "p", "kind": "pixels", "fd": True}], "fd and discrepancy are measured on train entries only"),
+        ([{"name": "bad/name", "kind": "pixels"}], "needs a name of letters"),
+        ([{"name": "p", "kind": "pixel"}], r"entries\[0\].kind=.pixel. is unknown; it must be one of train"),
+    ],
+)
+def test_a_bad_plan_is_one_config_error(tmp_path, entries, message):
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"entries": entries}))
+    with pytest.raises(ConfigError, match=message):
+        load_plan(path)
