@@ -10,20 +10,9 @@ import torch
 
 from squeeze_span.cli import load_training_config, main
 from squeeze_span.errors import ConfigError
-from squeeze_span.generators import save_network
-from squeeze_span.generators.stylegan2 import Discriminator
 from squeeze_span.methods import METHODS
 from squeeze_span.train import Trainer
 from tests.conftest import tiny_run_overrides
-
-
-@pytest.fixture
-def tiny_gan(tiny_teacher):
-    """The tiny 16 px RGB teacher with a discriminator beside it, as a convert-gan folder holds them."""
-    torch.manual_seed(1)
-    discriminator = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
-    save_network(discriminator, tiny_teacher, "D")
-    return tiny_teacher
 
 
 def make_trainer(config: str, data, teacher, output_dir, **extra) -> Trainer:
