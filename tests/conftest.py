@@ -63,6 +63,20 @@ def tiny_teacher(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def tiny_gan(tiny_teacher: Path) -> Path:
+    """The tiny teacher with a 16x16 RGB discriminator D beside it, as a convert-gan folder holds them."""
+    import torch
+
+    from squeeze_span.generators import save_network
+    from squeeze_span.generators.stylegan2 import Discriminator
+
+    torch.manual_seed(1)
+    discriminator = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
+    save_network(discriminator, tiny_teacher, "D")
+    return tiny_teacher
+
+
 def tiny_run_overrides(
     data: Path, teacher: Path | None, output_dir: Path, *, method: str = "squeeze_span", **extra: object
 ) -> list[str]:

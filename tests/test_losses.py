@@ -7,6 +7,7 @@ from squeeze_span.losses import (
     covariance_loss,
     invariance_loss,
     negative_cosine,
+    perceptual_distance,
     simsiam_loss,
     squeeze_loss,
     variance_loss,
@@ -96,6 +97,55 @@ def test_collapsed_batch_is_penalised():
     collapsed = torch.ones(8, 4)
     assert variance_loss(collapsed).item() == pytest.approx(1 - math.sqrt(1e-4))
     assert covariance_loss(collapsed).item() == 0.0
+
+
+def test_perceptual_distance_by_hand():
+    # Layer 1, one position: (3, 4) and (4, 3) are (0.6, 0.8) and (0.8, 0.6) on the unit circle: 0.04 + 0.04.
+    layer1_a = torch.tensor([3.0, 4.0, 1.0, 1.0]).view(2, 2, 1, 1)  # image 2: (1, 1) on both sides
+    layer1_b = torch.tensor([4.0, 3.0, 1.0, 1.0]).view(2, 2, 1, 1)
+    # Layer 2, two positions: (1, 0) against (0, 1) is 2, (2, 0) against (5, 0) is 0 (only the direction
+    # counts): 1 over space. Image 2 is equal on both sides.
+    layer2_a = torch.tensor([[[[1.0, 2.0]], [[0.0, 0.0]]], [[[1.0, 1.0]], [[2.0, 2.0]]]])
+    layer2_b = torch.tensor([[[[0.0, 5.0]], [[1.0, 0.0]]], [[[1.0, 1.0]], [[2.0, 2.0]]]])
+    assert layer2_a.shape == (2, 2, 1, 2)
+    # Image 1: 0.08 + 1; image 2: 0; the mean over the batch of 2.
+    distance = perceptual_distance([layer1_a, layer2_a], [layer1_b, layer2_b])
+    assert distance.item() == pytest.approx(1.08 / 2, rel=1e-6)
+    assert perceptual_distance([layer1_a, layer2_a], [layer1_a, 3 * layer2_a]).item() == 0.0
+
+
+def test_perceptual_distance_of_random_maps_matches_lpips_form():
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 5, 4, 2), torch.randn(3, 5, 4, 2)
+    unit_a, unit_b = (x / x.square().sum(dim=1, keepdim=True).sqrt() for x in (a, b))
+    expected = (unit_a - unit_b).square().sum(dim=1).mean(dim=(1, 2)).mean()
+    torch.testing.assert_close(perceptual_distance([a], [b]), expected, atol=1e-6, rtol=1e-6)
+    # The gradient reaches the first side through the normalisation.
+    a.requires_grad_()
+    perceptual_distance([a], [b]).backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: perceptual_distance([torch.ones(2, 3, 4, 4)], [torch.ones(2, 3, 2, 2)]),
+            r"layer 0's maps must both be \[batch, channels, height, width\], got \(2, 3, 4, 4\) and \(2, 3, 2, 2\)",
+        ),
+        (
+            lambda: perceptual_distance([torch.ones(2, 3)], [torch.ones(2, 3)]),
+            r"layer 0's maps must both be",
+        ),
+        (
+            lambda: perceptual_distance([torch.ones(1, 1, 1, 1)], []),
+            "one feature map per layer on both sides, got 1 and 0",
+        ),
+    ],
+)
+def test_perceptual_distance_shape_errors_name_the_problem(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 @pytest.mark.parametrize(

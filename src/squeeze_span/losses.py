@@ -9,10 +9,14 @@ NeurIPS 2022) reuses both for distilling the generator and for the real images:
 
 And SimSiam's negative cosine similarity with stop-gradient (Chen and He, CVPR 2021).
 
+And LPIPS's form of a perceptual distance, in any network's features (Zhang et al., CVPR 2018).
+
 And the GAN losses of StyleGAN2: the non-saturating logistic loss and the R1 penalty.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -144,6 +148,34 @@ def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch
             f"{tuple(p1.shape)}, {tuple(p2.shape)}, {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
     return 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
+
+
+def perceptual_distance(
+    features_a: Sequence[torch.Tensor], features_b: Sequence[torch.Tensor], eps: float = 1e-10
+) -> torch.Tensor:
+    """d(a, b) = (1 / N) sum_n sum_l (1 / (H_l W_l)) sum_{h,w} || â_l[n,:,h,w] - b̂_l[n,:,h,w] ||^2.
+
+    LPIPS's distance (Zhang et al., CVPR 2018, eq. 1) with unit weights: each layer's feature
+    vector at each position is divided by its norm over the channels (plus ``eps``, as LPIPS's
+    ``normalize_tensor``), the squared difference is summed over channels, averaged over space,
+    summed over layers and averaged over the batch. ``features_a`` and ``features_b`` hold one
+    ``[N, C_l, H_l, W_l]`` map per layer, of one shape layer by layer. With LPIPS's learned
+    channel weights all 1 this is its "lin=False" variant; any frozen network's maps serve.
+    """
+    if len(features_a) != len(features_b) or not features_a:
+        raise ValueError(f"need one feature map per layer on both sides, got {len(features_a)} and {len(features_b)}")
+    total = None
+    for layer, (a, b) in enumerate(zip(features_a, features_b)):
+        if a.shape != b.shape or a.dim() != 4:
+            raise ValueError(
+                f"layer {layer}'s maps must both be [batch, channels, height, width], "
+                f"got {tuple(a.shape)} and {tuple(b.shape)}"
+            )
+        a_unit = a / (a.norm(dim=1, keepdim=True) + eps)
+        b_unit = b / (b.norm(dim=1, keepdim=True) + eps)
+        distance = (a_unit - b_unit).square().sum(dim=1).mean()  # the mean over batch and space
+        total = distance if total is None else total + distance
+    return total
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from squeeze_span.data import augment as A
-from squeeze_span.data import augmentation_for, center_view, normalization_stats, to_unit_range
+from squeeze_span.data import augmentation_for, center_view, gan_view, normalization_stats, to_unit_range
 from squeeze_span.data.augment import BatchAugmentation
 from squeeze_span.errors import ConfigError, DatasetError
 
@@ -275,3 +275,14 @@ def test_image_folder_statistics_follow_the_channel_count():
     assert gray.mean == (mean,) and gray(images(channels=1, size=20)).shape == (4, 1, 16, 16)
     with pytest.raises(ConfigError, match="^fashion_mnist has 1-channel images, not 3-channel; use a backbone"):
         normalization_stats("fashion_mnist", 3)
+
+
+def test_gan_view_of_real_images_is_minus_one_to_one_in_the_gans_channels_and_size():
+    images = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3).expand(2, 1, 3, 3)
+    view = gan_view(images, 3, 5)  # 1 channel to RGB, 3 px padded to 5 with -1
+    assert view.shape == (2, 3, 5, 5) and view.dtype == torch.float32
+    torch.testing.assert_close(view[0, 1, 2, 1:4], torch.tensor([-1.0, -0.6, 1.0]))
+    assert view[:, :, 0].eq(-1).all() and view[:, :, :, 0].eq(-1).all()
+    same = torch.full((2, 1, 5, 5), 1.5)  # a generator's float output: neither clamped nor moved
+    assert gan_view(same, 1, 5) is same
+    torch.testing.assert_close(gan_view(torch.full((1, 1, 8, 8), 0.25), 1, 4), torch.full((1, 1, 4, 4), 0.25))

@@ -43,6 +43,21 @@ def test_shapes_ranges_and_latent_taps(tiny_teacher_generator):
     assert latent.feature_names == ["mapping"] and latent.feature_shapes == [(8,)]
 
 
+def test_latents_render_the_samples_images_and_pass_gradients_to_w_only(tiny_teacher_generator):
+    teacher = Teacher(tiny_teacher_generator, noise_mode="const")
+    assert teacher.latent_shape == (tiny_teacher_generator.num_ws, 8)
+    ws, images = teacher.sample_latents(3, torch.Generator().manual_seed(1))
+    assert ws.shape == (3, tiny_teacher_generator.num_ws, 8) and images.shape == (3, 3, 16, 16)
+    # The same latents z as sample() draws, so the same images (sample() clamps them to [-1, 1]).
+    sample = teacher.sample(3, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(images.clamp(-1, 1), sample.images, atol=1e-5, rtol=1e-5)
+    predicted = ws.clone().requires_grad_()
+    teacher.synthesize(predicted).square().sum().backward()
+    assert predicted.grad is not None and predicted.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in teacher.network.parameters())
+    assert teacher.taps._recorded == {}  # a render's features are dropped with the graph they hold
+
+
 def test_looking_at_shapes_does_not_shift_the_latent_stream(tiny_teacher_generator):
     first = Teacher(tiny_teacher_generator, seed=3)
     second = Teacher(tiny_teacher_generator, seed=3)
@@ -84,6 +99,7 @@ def test_any_generator_is_a_teacher_through_regex_hooks():
     teacher = Teacher(TinyDCGAN(), r"^(fc|up\.1)$")
     sample = teacher.sample(2)
     assert [tuple(f.shape) for f in sample.features] == [(2, 128), (2, 3, 8, 8)]
+    assert teacher.latent_shape is None  # no w+ to render from
     with pytest.raises(ConfigError, match=r"feature regex 'synthesis\\\\.b\\\\d\+\$' matches no module"):
         Teacher(TinyDCGAN())
 

@@ -45,11 +45,11 @@ def test_squeeze_module_shapes_for_each_feature_regex(tiny_teacher, regex, poole
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
-def test_every_config_builds_its_method(path, tiny_teacher):
+def test_every_config_builds_its_method(path, tiny_gan):
     overrides = ["model.width=4", "model.proj_dim=16"]
     text = path.read_text()
     if "name: supervised" not in text:
-        overrides.append(f"teacher.path={tiny_teacher}")
+        overrides.append(f"teacher.path={tiny_gan}")
     if "name: squeeze_span" in text:
         overrides.append("method.a_hidden=16")
     config = load_training_config(path, overrides)
@@ -64,6 +64,7 @@ def test_every_config_builds_its_method(path, tiny_teacher):
         torch.Generator(),
         config.model,
         teacher,
+        config.teacher.path,  # encode's perceptual term reads the GAN's D from there
     )
     method = METHODS[config.method.name](config.method, backbone, context)
     synthetic, real = method.split(8)

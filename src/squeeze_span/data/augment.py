@@ -251,6 +251,25 @@ def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     raise ValueError(f"cannot convert {have}-channel images to {channels} channels")
 
 
+def gan_view(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    """Images (uint8, or float in [-1, 1]) as a GAN of ``channels`` channels and resolution ``size`` takes them.
+
+    Float in [-1, 1] (float input is not clamped, so that gradients reach all of a generator's
+    output), channels matched (:func:`match_channels`); smaller images are padded with -1 in the
+    centre, as ``train-gan`` shows its GAN the 28 px Fashion-MNIST in 32 px; larger ones are
+    resized (antialiased bilinear).
+    """
+    if images.dtype == torch.uint8:
+        images = images.float().mul_(2 / 255).sub_(1)
+    images = match_channels(images, channels)
+    height, width = images.shape[-2:]
+    if (height, width) == (size, size):
+        return images
+    if height <= size and width <= size:
+        return pad_centered(images, size, -1.0)
+    return center_view(images, size, (0.5,) * channels, (0.5,) * channels)
+
+
 def _per_image(values: torch.Tensor) -> torch.Tensor:
     return values.view(-1, 1, 1, 1)
 

@@ -5,7 +5,9 @@ The authors (``eval_discriminator.py``, with ``PretrainedDiscriminator`` in
 ``src/models/discriminator.py``) hook the modules of their 32 px D whose names match
 ``b32|b16|b8|b4.fc$`` in full: the outputs x of the blocks b32, b16 and b8, and the epilogue's
 fc. For a D of resolution R those are the blocks bR ... b8 and b4.fc (:data:`TAPS`). "multi"
-averages each over space and concatenates them; "single" is b4.fc alone.
+averages each over space and concatenates them; "single" is b4.fc alone. "blocks" is bR ... b8
+without b4.fc, whose minibatch-stddev input depends on the rest of the batch: the taps of a
+per-image perceptual distance (``method.perceptual=discriminator`` of ``encode``).
 
 Choices, and why:
 
@@ -15,8 +17,8 @@ Choices, and why:
   D's group of 4 would refuse a batch of 10. A batch of one sees a spread of 0.
 * Labels. Every tap precedes the projection on the label embedding, so a conditional D gives the
   same features whatever the label: it runs with zero labels, and needs none.
-* Images. Float, in [-1, 1] as the GAN's, of any size and channels: channels are matched
-  (:func:`match_channels`); smaller images are padded with -1 in the centre, as ``train-gan``
+* Images. Float, in [-1, 1] as the GAN's, of any size and channels (:func:`~squeeze_span.data.gan_view`):
+  channels are matched; smaller images are padded with -1 in the centre, as ``train-gan``
   showed its D the 28 px Fashion-MNIST in 32 px; larger ones are resized (antialiased bilinear).
 * The wrapper holds its own copy of D, so the caller's D keeps its group size and gets no hooks.
 """
@@ -28,13 +30,13 @@ import copy
 import torch
 from torch import nn
 
-from squeeze_span.data import center_view, match_channels, pad_centered
+from squeeze_span.data import gan_view
 from squeeze_span.errors import ConfigError
 from squeeze_span.generators.stylegan2 import Discriminator
 from squeeze_span.generators.teacher import FeatureTaps, pooled
 
-# By the regex on D's module names: the block outputs bR ... b8 (b4 itself is the score) and b4.fc.
-TAPS = {"multi": r"^(b\d+(?<!b4)|b4\.fc)$", "single": r"^b4\.fc$"}
+# By the regex on D's module names: the block outputs bR ... b8 (b4 itself is the score), and b4.fc.
+TAPS = {"multi": r"^(b\d+(?<!b4)|b4\.fc)$", "single": r"^b4\.fc$", "blocks": r"^b\d+(?<!b4)$"}
 
 
 class DiscriminatorFeatures(nn.Module):
@@ -65,14 +67,7 @@ class DiscriminatorFeatures(nn.Module):
 
     def fit(self, images: torch.Tensor) -> torch.Tensor:
         """``[N, C, H, W]`` images in [-1, 1] as D takes them: its channels, its resolution."""
-        channels, size = self.discriminator.img_channels, self.discriminator.img_resolution
-        images = match_channels(images, channels)
-        height, width = images.shape[-2:]
-        if (height, width) == (size, size):
-            return images
-        if height <= size and width <= size:
-            return pad_centered(images, size, -1.0)
-        return center_view(images, size, (0.5,) * channels, (0.5,) * channels)
+        return gan_view(images, self.discriminator.img_channels, self.discriminator.img_resolution)
 
     def tap_features(self, images: torch.Tensor, pool: bool = True) -> list[torch.Tensor]:
         """One float32 tensor per tap, in :attr:`tap_names`' order: ``[N, C, H, W]`` maps (b4.fc: ``[N, C]``),

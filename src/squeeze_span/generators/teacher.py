@@ -78,6 +78,10 @@ class FeatureTaps:
         self._recorded.clear()
         return features
 
+    def clear(self) -> None:
+        """Forget the recorded features (and the autograd graph they may hold) unread."""
+        self._recorded.clear()
+
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
@@ -120,9 +124,10 @@ class Teacher:
         self.latent_generator = torch.Generator(self.device).manual_seed(seed)
         self._shapes: tuple[tuple[int, ...], list[tuple[int, ...]]] | None = None
 
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, *, return_labels: bool = False) -> TeacherSample:
-        """Render ``n`` images and their features; conditional generators draw classes uniformly."""
+    def _inputs(
+        self, n: int, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``n`` latents z, one-hot classes c (drawn uniformly for a conditional generator) and their labels."""
         generator = generator or self.latent_generator
         z = torch.randn(n, self.z_dim, generator=generator, device=self.device)
         labels = None
@@ -130,10 +135,42 @@ class Teacher:
         if self.c_dim:
             labels = torch.randint(self.c_dim, (n,), generator=generator, device=self.device)
             c[torch.arange(n, device=self.device), labels] = 1.0
+        return z, c, labels
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, *, return_labels: bool = False) -> TeacherSample:
+        """Render ``n`` images and their features; conditional generators draw classes uniformly."""
+        z, c, labels = self._inputs(n, generator)
         with autocast(self.device, self.precision):
             images = self.network(z, c, **self.call_kwargs)
         features = self.taps.take() if self.taps is not None else []
         return TeacherSample(images.float().clamp(-1.0, 1.0), features, labels if return_labels else None)
+
+    @property
+    def latent_shape(self) -> tuple[int, int] | None:
+        """``(num_ws, w_dim)`` of a StyleGAN2 teacher's w+, which :meth:`synthesize` renders; None for others."""
+        return (self.network.num_ws, self.network.w_dim) if isinstance(self.network, Generator) else None
+
+    @torch.no_grad()
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` of a StyleGAN2 teacher's w+ = G.mapping(z, c), ``[n, num_ws, w_dim]``, and their images
+        :meth:`synthesize` (w+), drawn as :meth:`sample` draws its latents."""
+        z, c, _ = self._inputs(n, generator)
+        with autocast(self.device, self.precision):
+            ws = self.network.mapping(z, c, truncation_psi=self.call_kwargs["truncation_psi"])
+        return ws.float(), self.synthesize(ws)
+
+    def synthesize(self, ws: torch.Tensor) -> torch.Tensor:
+        """G.synthesis(ws) as float32, not clamped: differentiable in ``ws``, while G stays frozen.
+
+        The gradient of a loss on the images reaches ``ws`` (and what computed them), never G's
+        parameters, which do not require grad.
+        """
+        with autocast(self.device, self.precision):
+            images = self.network.synthesis(ws, noise_mode=self.call_kwargs["noise_mode"])
+        if self.taps is not None:
+            self.taps.clear()  # these renders are no sample: their features would only hold memory
+        return images.float()
 
     def _probe_shapes(self) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
         """Per-sample image and feature shapes, from one forward pass at batch 1 (cached)."""

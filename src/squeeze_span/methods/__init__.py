@@ -5,6 +5,7 @@
 """
 
 from squeeze_span.methods.base import Method, MethodContext, ParameterGroup
+from squeeze_span.methods.encode import Encode, EncodeConfig
 from squeeze_span.methods.simsiam import SimSiam, SimSiamConfig
 from squeeze_span.methods.squeeze_span import SqueezeSpan, SqueezeSpanConfig
 from squeeze_span.methods.supervised import Supervised, SupervisedConfig
@@ -15,17 +16,21 @@ METHODS: dict[str, type[Method]] = {
     "vicreg": VICReg,
     "simsiam": SimSiam,
     "supervised": Supervised,
+    "encode": Encode,
 }
 METHOD_CONFIGS: dict[str, type] = {
     "squeeze_span": SqueezeSpanConfig,
     "vicreg": VICRegConfig,
     "simsiam": SimSiamConfig,
     "supervised": SupervisedConfig,
+    "encode": EncodeConfig,
 }
 
 __all__ = [
     "METHODS",
     "METHOD_CONFIGS",
+    "Encode",
+    "EncodeConfig",
     "Method",
     "MethodContext",
     "ParameterGroup",

@@ -48,6 +48,7 @@ class MethodContext:
     generator: torch.Generator  # draws augmentation parameters; checkpointed by the trainer
     model: ModelConfig
     teacher: SampleSource | None = None  # a Teacher, or a TeacherPool of its samples
+    teacher_path: str | None = None  # where the teacher came from, for a method that needs more of its GAN (D)
     # Concatenates a tensor over all ranks, with gradients (identity on one process), so that
     # batch statistics (variance, covariance) cover the global batch.
     gather: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor

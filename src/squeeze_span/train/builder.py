@@ -59,6 +59,7 @@ def build_run(config: TrainingConfig, device: torch.device, rank: int = 0) -> Ru
         generator=augment_generator,
         model=config.model,
         teacher=teacher,
+        teacher_path=config.teacher.path,
         gather=gather_with_grad,
     )
     return RunParts(dataset, augmentation, augment_generator, teacher, backbone, context)

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from squeeze_span.config import GanTrainingConfig, to_dict
-from squeeze_span.data import load_dataset, pad_centered
+from squeeze_span.data import gan_view, load_dataset
 from squeeze_span.data.diffaugment import DiffAugment
 from squeeze_span.data.stream import RealBatchStream
 from squeeze_span.errors import ConfigError
@@ -96,8 +96,7 @@ def real_images_for_gan(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """uint8 ``[N, C, H, W]`` to float32 in [-1, 1], zero-padded (to -1) in the centre to ``resolution``."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"real images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
-    x = images.float().mul_(2 / 255).sub_(1)
-    return pad_centered(x, resolution, -1.0) if x.shape[2:] != (resolution, resolution) else x
+    return gan_view(images, images.shape[1], resolution)
 
 
 def snapshot_name(nimg: int) -> str:
