@@ -188,9 +188,21 @@ def test_figure4_draws_accuracy_against_fd(tmp_path):
         [(11.4, 85.1, "50 kimg"), (2.8, 86.7, "500 kimg")],
         tmp_path / "figure4.png",
         metric="FD-fashion_mnist-classifier",
-        baseline=(87.3, "VICReg on real images"),
+        baselines=[(87.3, "VICReg on real images"), (86.9, "VICReg on the mix")],
     )
     with Image.open(path) as image:
         assert image.size[0] > 400 and image.size[1] > 300
     with pytest.raises(ValueError, match="at least one"):
         accuracy_against_fd([], tmp_path / "empty.png", metric="FD")
+
+
+def test_the_bar_chart_has_a_bar_per_row_and_refuses_none(tmp_path):
+    from PIL import Image
+
+    from squeeze_span.eval.plots import bars_with_errors
+
+    path = bars_with_errors([("VICReg, real", 86.1, 0.3), ("squeeze and span", 86.6, 0.0)], tmp_path / "bars.png")
+    with Image.open(path) as image:
+        assert image.size[0] > 600 and image.size[1] > 200
+    with pytest.raises(ValueError, match="at least one"):
+        bars_with_errors([], tmp_path / "none.png")

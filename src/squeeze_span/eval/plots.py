@@ -4,6 +4,7 @@ accuracy against FD (Figure 4)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 import os
 from pathlib import Path
 
@@ -122,13 +123,13 @@ def accuracy_against_fd(
     path: str | os.PathLike[str],
     *,
     metric: str,
-    baseline: tuple[float, str] | None = None,
+    baselines: Sequence[tuple[float, str]] = (),
     title: str = "",
 ) -> Path:
     """The paper's Figure 4: top-1 of students distilled from each snapshot against its FD (log scale).
 
-    ``points`` are ``(fd, top1, label)``, e.g. a snapshot's kimg; ``baseline`` is ``(top1, label)``
-    of a method that needs no generator, drawn as a dash-dot line. Written atomically.
+    ``points`` are ``(fd, top1, label)``, e.g. a snapshot's kimg; each of ``baselines`` is
+    ``(top1, label)`` of a method to compare with, drawn as a horizontal line. Written atomically.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -143,12 +144,36 @@ def accuracy_against_fd(
     axes.plot(fds, top1s, marker="o", label="Squeeze and Span")
     for fd, top1, label in points:
         axes.annotate(label, (fd, top1), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    if baseline is not None:
-        axes.axhline(baseline[0], linestyle="-.", color="gray", label=baseline[1])
+    for (top1, label), style in zip(baselines, ("-.", ":", "--")):
+        axes.axhline(top1, linestyle=style, color="gray", label=label)
     axes.set_xscale("log")
     axes.set_xlabel(f"{metric} of the teacher (log scale)")
     axes.set_ylabel("top-1 (%)")
     axes.legend(fontsize=8)
+    if title:
+        axes.set_title(title, fontsize=9)
+    return _save_figure(figure, path)
+
+
+def bars_with_errors(
+    rows: Sequence[tuple[str, float, float]], path: str | os.PathLike[str], *, title: str = "", floor: float = 0.0
+) -> Path:
+    """A horizontal bar per ``(label, mean, std)`` (std 0: one seed), with its std as an error bar."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not rows:
+        raise ValueError("a bar chart needs at least one (label, mean, std) row")
+    figure = Figure(figsize=(6.0, 0.35 * len(rows) + 1.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    labels, means, stds = zip(*rows)
+    positions = list(range(len(rows)))[::-1]  # the first row on top
+    axes.barh(positions, [mean - floor for mean in means], left=floor, xerr=stds, capsize=3, color="#4c72b0")
+    for position, mean in zip(positions, means):
+        axes.annotate(f"{mean:.2f}", (mean, position), textcoords="offset points", xytext=(6, -3), fontsize=7)
+    axes.set_yticks(positions, labels, fontsize=8)
+    axes.set_xlabel("linear-probe top-1 (%)")
     if title:
         axes.set_title(title, fontsize=9)
     return _save_figure(figure, path)
