@@ -229,6 +229,15 @@ def _sweep(args: argparse.Namespace) -> None:
         )
 
 
+def _report(args: argparse.Namespace) -> None:
+    from squeeze_span.experiments.report import build_report
+
+    summary = build_report(args.results, args.out)
+    print(f"report of {summary['runs']} runs written to {args.out}/REPORT.md (with results.json and the figures)")
+    for number, claim in enumerate(summary["claims"], 1):
+        print(f"  claim {number}: {claim['claim']}: {claim['verdict']}")
+
+
 def _figure2(args: argparse.Namespace) -> None:
     import time
 
@@ -490,6 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     sweep.add_argument("--no-progress", action="store_true", help="hide progress bars (the overall lines stay)")
     sweep.set_defaults(handler=_sweep)
+
+    report = commands.add_parser(
+        "report",
+        help="tables, claims and figures from a sweep's results",
+        description="Read RESULTS_DIR/NAME/seedS.json (written by `squeeze-span sweep`) and write OUT/REPORT.md, "
+        "OUT/results.json, OUT/table2.png and OUT/figure4.png.",
+    )
+    report.add_argument("results", metavar="RESULTS_DIR")
+    report.add_argument("--out", required=True, metavar="DIR")
+    report.set_defaults(handler=_report)
 
     figure2 = commands.add_parser(
         "figure2",

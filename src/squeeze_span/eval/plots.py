@@ -4,8 +4,8 @@ accuracy against FD (Figure 4)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
