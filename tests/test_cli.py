@@ -33,6 +33,15 @@ def test_probe_random_init_on_real_format_data(learnable_fashion_mnist, tmp_path
     assert "linear" in printed and f"{result['linear']['top1']:.2f}" in printed
 
 
+def test_probe_raw_pixels_the_floor_of_table_2(learnable_fashion_mnist, tmp_path):
+    out = tmp_path / "probe.json"
+    args = ["probe", "--raw-pixels", "--dataset", "fashion_mnist", "--data", str(learnable_fashion_mnist)]
+    assert main([*args, "--json", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["backbone"] == "raw pixels" and result["linear"]["top1"] > 95.0  # brightness tells the classes apart
+    assert main(["probe", "--raw-pixels", "--random-init", "resnet18_cifar", "--dataset", "fashion_mnist"]) == 2
+
+
 def test_probe_an_exported_backbone(learnable_fashion_mnist, tmp_path):
     torch.manual_seed(0)
     path = save_backbone(resnet18_cifar(in_channels=1, width=4), tmp_path / "backbone.safetensors")

@@ -304,6 +304,29 @@ class ArgumentParser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message}; see {self.prog} --help")
 
 
+def add_probe_options(parser: argparse.ArgumentParser, *, size_help: str) -> None:
+    """The options every probe command shares: the dataset, the protocol and split, and how to run."""
+    from squeeze_span.data import DATASETS
+    from squeeze_span.runtime import PRECISIONS
+
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--data", metavar="ROOT", help="dataset root (default: data/<NAME> as in the original project)")
+    parser.add_argument("--protocol", choices=("fast", "paper"), default="fast")
+    parser.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="validation: fit on 5/6 of train and score the held-out 1/6, for tuning (test is not read)",
+    )
+    parser.add_argument("--knn", action="store_true", help="also report weighted kNN accuracy (k=200, T=0.1)")
+    parser.add_argument("--size", type=POSITIVE_INT, help=size_help)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--precision", choices=PRECISIONS, default="bf16")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=512)
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from squeeze_span.data import DATASETS
     from squeeze_span.generators.stylegan2.layers import NOISE_MODES
@@ -352,28 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument(
         "--width", type=POSITIVE_INT, default=16, help="base width of --random-init (16, the CPU default; paper: 64)"
     )
-    probe.add_argument("--dataset", required=True, choices=DATASETS)
-    probe.add_argument("--data", metavar="ROOT", help="dataset root (default: data/<NAME> as in the original project)")
-    probe.add_argument("--protocol", choices=("fast", "paper"), default="fast")
-    probe.add_argument(
-        "--split",
-        choices=("test", "validation"),
-        default="test",
-        help="validation: fit on 5/6 of train and score the held-out 1/6, for tuning (test is not read)",
-    )
-    probe.add_argument("--knn", action="store_true", help="also report weighted kNN accuracy (k=200, T=0.1)")
-    probe.add_argument(
-        "--size",
-        type=POSITIVE_INT,
-        help="image size the backbone sees (default: the size it was trained at, if its file records it, "
+    add_probe_options(
+        probe,
+        size_help="image size the backbone sees (default: the size it was trained at, if its file records it, "
         "else the dataset's training size)",
     )
-    probe.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    probe.add_argument("--precision", choices=PRECISIONS, default="bf16")
-    probe.add_argument("--batch-size", type=POSITIVE_INT, default=512)
-    probe.add_argument("--seed", type=int, default=0)
-    probe.add_argument("--json", metavar="OUT", help="also write the results as JSON")
-    probe.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    probe.add_argument("--seed", type=int, default=0, help="seed of --random-init's weights")
     probe.set_defaults(handler=_probe)
 
     probe_d = commands.add_parser(
@@ -389,25 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         help="a StyleGAN2-ADA .pkl, a convert-gan folder, a train-gan snapshot folder, or asset:NAME, holding a D",
     )
-    probe_d.add_argument("--dataset", required=True, choices=DATASETS)
-    probe_d.add_argument("--data", metavar="ROOT", help="dataset root (default: data/<NAME>)")
     probe_d.add_argument("--features", choices=("multi", "single"), default="multi")
-    probe_d.add_argument("--protocol", choices=("fast", "paper"), default="fast")
-    probe_d.add_argument(
-        "--split",
-        choices=("test", "validation"),
-        default="test",
-        help="validation: fit on 5/6 of train and score the held-out 1/6, for tuning (test is not read)",
-    )
-    probe_d.add_argument("--knn", action="store_true", help="also report weighted kNN accuracy (k=200, T=0.1)")
-    probe_d.add_argument(
-        "--size", type=POSITIVE_INT, help="resize the images to this size before D fits them (default: their own)"
-    )
-    probe_d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    probe_d.add_argument("--precision", choices=PRECISIONS, default="bf16")
-    probe_d.add_argument("--batch-size", type=POSITIVE_INT, default=512)
-    probe_d.add_argument("--json", metavar="OUT", help="also write the results as JSON")
-    probe_d.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_probe_options(probe_d, size_help="resize the images to this size before D fits them (default: their own)")
     probe_d.set_defaults(handler=_probe_discriminator)
 
     train = commands.add_parser(
