@@ -21,7 +21,6 @@ them, where the authors trained on mean 0.5 and std 0.5 (and monitored with Imag
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,13 +31,13 @@ from squeeze_span.config import bounded, choice
 from squeeze_span.data import center_view, gan_view, match_channels
 from squeeze_span.data.stream import RealBatch
 from squeeze_span.errors import ConfigError
-from squeeze_span.generators import DiscriminatorFeatures, Teacher, load_gan
-from squeeze_span.losses import perceptual_distance, weighted_sum
+from squeeze_span.generators import Teacher
+from squeeze_span.generators.perceptual import discriminator_distance, lpips_distance
+from squeeze_span.losses import weighted_sum
 from squeeze_span.methods.base import Method, MethodContext, require_teacher, split_batch
 from squeeze_span.models.heads import projector
 
 PERCEPTUAL_TERMS = {"discriminator": "perceptual_d", "lpips": "lpips", "none": None}
-Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -48,40 +47,6 @@ class EncodeConfig:
     latent_loss_weight: float = bounded(1.0, min=0)  # on MSE(ŵ+, w+), generated images only
     perceptual: str = choice("discriminator", PERCEPTUAL_TERMS)  # the reconstruction's perceptual term
     perceptual_weight: float = bounded(1.0, min=0)
-
-
-def discriminator_distance(teacher_path: str, device: torch.device) -> Distance:
-    """LPIPS's distance in the block features bR ... b8 of the teacher's own D."""
-    discriminator = load_gan(teacher_path)[1]
-    if discriminator is None:
-        raise ConfigError(
-            f"method.perceptual=discriminator needs the teacher's discriminator D, and {teacher_path} holds none; "
-            "use a model that keeps D (a train-gan snapshot, runs/.../snapshots/network-snapshot-*/, or a "
-            "StyleGAN2-ADA .pkl), or set method.perceptual=none"
-        )
-    features = DiscriminatorFeatures(discriminator.to(device), "blocks")
-
-    def distance(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target_maps = features.tap_features(target, pool=False)
-        return perceptual_distance(features.tap_features(reconstruction, pool=False), target_maps)
-
-    return distance
-
-
-def lpips_distance(device: torch.device) -> Distance:
-    """The authors' LPIPS (AlexNet), on RGB images in [-1, 1]."""
-    fix = "set method.perceptual=discriminator (the GAN's own D) or none"
-    try:
-        import lpips
-
-        network = lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False).to(device)
-    except ImportError as error:
-        raise ConfigError(f"method.perceptual=lpips needs the lpips package ({error}); install it, or {fix}") from None
-    except (OSError, RuntimeError) as error:  # torchvision's AlexNet weights are a download
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise ConfigError(f"method.perceptual=lpips could not load LPIPS's AlexNet weights ({reason}); {fix}") from None
-    return lambda reconstruction, target: network(match_channels(reconstruction, 3), match_channels(target, 3)).mean()
 
 
 class Encode(Method):
