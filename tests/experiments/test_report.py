@@ -57,6 +57,7 @@ def test_the_report_writes_tables_claims_figures_and_every_run(tmp_path):
     assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
     report = (tmp_path / "out" / "REPORT.md").read_text()
     assert "3. squeeze and span > VICReg-real: **holds**" in report
+    assert "Every run is on CPU" in report
     assert "| squeeze and span | 88.00 ± 0.40 | 3 | 500 | 5.0 | 92.54 |" in report
     assert "7. row c (T_phi without L_var and L_cov) collapses" in report and "**holds**" in report
     assert "1. squeeze > VICReg-syn and SimSiam-syn (same generated images): **not measured**" in report

@@ -233,7 +233,10 @@ def render_markdown(
     lines = ["# Reproduction report", ""]
     machines = sorted({result.get("machine", "?") for result in results})
     dates = sorted({result.get("date", "?") for result in results})
-    lines += [f"{len(results)} runs, {dates[0]} to {dates[-1]}, on: {'; '.join(machines)}.", ""]
+    lines += [f"{len(results)} runs, {dates[0]} to {dates[-1]}, on: {'; '.join(machines)}."]
+    if not any("cuda" in machine.lower() or "gpu" in machine.lower() for machine in machines):
+        lines.append("Every run is on CPU: no GPU was at hand, so none of the rows was trained longer on one.")
+    lines.append("")
     lines += ["## The paper's claims", ""]
     lines += [
         f"Seed noise: std {pooled_std:.2f} points ({pooled_how}). "
