@@ -38,7 +38,7 @@ from squeeze_span.errors import ConfigError, DatasetError
 from squeeze_span.generators import SampleSource, TeacherPool, load_generator
 from squeeze_span.generators.stylegan2 import CIFAR10_G_KWARGS, Generator
 from squeeze_span.methods import METHOD_CONFIGS
-from squeeze_span.methods.squeeze_span import SqueezeSpan, SqueezeSpanConfig
+from squeeze_span.methods.squeeze_span import SqueezeSpan
 from squeeze_span.runtime import autocast, machine_info, resolve_device
 from squeeze_span.train.builder import assemble_run, build_teacher
 from squeeze_span.train.trainer import apply_gradients, build_optimizer
@@ -94,6 +94,13 @@ def interleave(
     return seconds
 
 
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """What waits for ``device``'s queued work, so that a clock read after it counts the work: a no-op on a CPU."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
 def bench_generator(spec: str) -> tuple[nn.Module, str]:
     """The generator ``--teacher`` names, and where it came from, for the results."""
     if spec == "cifar10-config":
@@ -125,15 +132,13 @@ def real_images(config: TrainingConfig, count: int) -> tuple[ImageDataset, str]:
 
 
 def load_bench_config(settings: BenchSettings) -> TrainingConfig:
+    """The student's config: the embedded default's, with the overrides, and ``batch`` and ``precision`` last."""
     overrides = [
         *settings.overrides,
         f"train.batch_size={settings.batch}",
         f"train.precision={settings.precision}",
     ]
-    config = load_config(CONFIG, overrides, TrainingConfig, {"method": METHOD_CONFIGS})
-    if not isinstance(config.method, SqueezeSpanConfig):
-        raise ConfigError(f"the bench measures squeeze_span against VICReg; drop method.name={config.method.name}")
-    return config
+    return load_config(CONFIG, overrides, TrainingConfig, {"method": METHOD_CONFIGS})
 
 
 class Student:
@@ -224,8 +229,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         "augment": augment,
     }
     images = {name: batch for name in cases} | {"teacher": on_the_fly.synthetic}
-    synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    seconds = interleave(cases, settings.steps, settings.warmup, synchronize)
+    seconds = interleave(cases, settings.steps, settings.warmup, synchronizer(device))
 
     result: dict[str, Any] = {f"{name}_img_s": images[name] / statistics.median(seconds[name]) for name in cases}
     result["ratio_vs_vicreg"] = result["step_img_s"] / result["vicreg_img_s"]
