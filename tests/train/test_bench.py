@@ -68,7 +68,10 @@ def test_a_dataset_folder_the_user_names_must_hold_the_images(tmp_path):
         (["--teacher", "no/such/generator"], "CheckpointError: no/such/generator does not exist;"),
         (["--teacher", "asset:nothing"], "CheckpointError: asset:nothing is not shipped with this install"),
         (["--precision", "fp16", "--device", "cpu"], "ConfigError: precision=fp16 needs a CUDA device;"),
-        (["method.syn_ratio=0.0"], "ConfigError: method.syn_ratio=0.0 leaves no generated image"),
+        (
+            ["method.syn_ratio=0.0"],
+            "ConfigError: method.syn_ratio=0.0 leaves no generated image in a batch of 8; raise it or --batch",
+        ),
         (["--steps", "0"], "ConfigError: squeeze-span bench: argument --steps:"),
     ],
 )

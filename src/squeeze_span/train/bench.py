@@ -209,7 +209,9 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
     alpha = config.method.syn_ratio
     on_the_fly = Student(config, alpha, dataset, renderer, device)
     if on_the_fly.synthetic == 0:
-        raise ConfigError(f"method.syn_ratio={alpha} leaves no generated image in a batch of {batch}; raise either")
+        raise ConfigError(
+            f"method.syn_ratio={alpha} leaves no generated image in a batch of {batch}; raise it or --batch"
+        )
     pool = TeacherPool(renderer, config.teacher.pool_size or on_the_fly.synthetic)
     vicreg = Student(config, 0.0, dataset, None, device)
     student = Student(config, 0.0, dataset, None, device)
