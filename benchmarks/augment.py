@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 from squeeze_span.data.augment import BatchAugmentation, blur_kernel_size, to_unit_range
 from squeeze_span.runtime import machine_info
+from squeeze_span.train.bench import interleave
 
 CASES = (
     # name, batch, channels, input size, output size, blur probability
@@ -64,19 +64,9 @@ def measure(functions: dict[str, Callable[[], torch.Tensor]], seconds: float) ->
     The functions take turns within each repeat, so load from other processes on a
     shared machine falls on all of them alike and their ratio stays meaningful.
     """
-    once = {}
-    for name, function in functions.items():
-        function()
-        start = time.perf_counter()
-        function()
-        once[name] = time.perf_counter() - start
-    repeats = max(5, min(50, int(seconds / max(sum(once.values()), 1e-6))))
-    times: dict[str, list[float]] = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
+    once = interleave(functions, steps=1, warmup=1)
+    repeats = max(5, min(50, int(seconds / max(sum(t for (t,) in once.values()), 1e-6))))
+    times = interleave(functions, steps=repeats, warmup=0)
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
-from squeeze_span.generators.stylegan2 import Generator, build_network
+from squeeze_span.generators.stylegan2 import CIFAR10_G_KWARGS, Generator, build_network
 from squeeze_span.runtime import machine_info
+from squeeze_span.train.bench import interleave, synchronizer
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "stylegan2_ada"
@@ -35,15 +35,6 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "stylegan2_ada"
 # in the project's issue: 7.8 img/s fp32 with its fused modulated conv, 13.5 unfused; its
 # bf16 autocast fails.
 NVIDIA_FP32_IMAGES_PER_S = 7.8
-CIFAR_G_KWARGS = {
-    "z_dim": 512,
-    "c_dim": 0,
-    "w_dim": 512,
-    "img_resolution": 32,
-    "img_channels": 3,
-    "mapping_kwargs": {"num_layers": 2},
-    "synthesis_kwargs": {"channel_base": 32768, "channel_max": 512, "num_fp16_res": 4, "conv_clamp": 256},
-}
 
 
 def synthesis_gflop(G: Generator) -> float:
@@ -81,8 +72,6 @@ def teacher_step(G: Generator, batch: int, precision: str, device: torch.device)
         ):
             G(z, c, noise_mode="const")
         assert len(features) == len(G.synthesis.block_resolutions)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
 
     return step
 
@@ -90,18 +79,12 @@ def teacher_step(G: Generator, batch: int, precision: str, device: torch.device)
 def measure(device: torch.device, batch_sizes: list[int], precisions: list[str], repeats: int) -> list[dict]:
     results = []
     for batch in batch_sizes:
-        generators = {p: Generator(**CIFAR_G_KWARGS).to(device).eval().requires_grad_(False) for p in precisions}
+        generators = {p: Generator(**CIFAR10_G_KWARGS).to(device).eval().requires_grad_(False) for p in precisions}
         for G in generators.values():
             G.load_state_dict(next(iter(generators.values())).state_dict())
         steps = {p: teacher_step(generators[p], batch, p, device) for p in precisions}
-        for step in steps.values():
-            step()  # warm-up: oneDNN picks and caches its kernels on the first call
-        times: dict[str, list[float]] = {p: [] for p in precisions}
-        for _ in range(repeats):
-            for precision, step in steps.items():
-                start = time.perf_counter()
-                step()
-                times[precision].append(time.perf_counter() - start)
+        # One warm-up call each: oneDNN picks and caches its kernels on the first call.
+        times = interleave(steps, repeats, warmup=1, synchronize=synchronizer(device))
         for precision in precisions:
             seconds = statistics.median(times[precision])
             images_per_s = batch / seconds
@@ -136,16 +119,11 @@ def conv_ceiling(device: torch.device, repeats: int) -> dict[str, float]:
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         x = torch.randn(64, 512, 32, 32, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
         data[precision] = (x, torch.randn(512, 512, 3, 3, device=device, dtype=dtype))
-    times: dict[str, list[float]] = {precision: [] for precision in data}
+    convolutions = {
+        precision: (lambda x=x, w=w: torch.nn.functional.conv2d(x, w, padding=1)) for precision, (x, w) in data.items()
+    }
     with torch.inference_mode():
-        for repeat in range(repeats + 1):  # the first round is a warm-up; precisions take turns
-            for precision, (x, w) in data.items():
-                start = time.perf_counter()
-                torch.nn.functional.conv2d(x, w, padding=1)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                if repeat > 0:
-                    times[precision].append(time.perf_counter() - start)
+        times = interleave(convolutions, repeats, warmup=1, synchronize=synchronizer(device))
     flop = 2 * 512 * 512 * 9 * 32 * 32 * 64
     result = {f"{p}_best_gflop_per_s": flop / min(t) / 1e9 for p, t in times.items()}
     result.update({f"{p}_median_gflop_per_s": flop / statistics.median(t) / 1e9 for p, t in times.items()})
@@ -211,8 +189,8 @@ def main() -> None:
     results = measure(device, args.batch_sizes, args.precisions, args.repeats)
     report = {
         "machine": machine_info(device),
-        "config": CIFAR_G_KWARGS,
-        "synthesis_gflop_per_image": synthesis_gflop(Generator(**CIFAR_G_KWARGS)),
+        "config": CIFAR10_G_KWARGS,
+        "synthesis_gflop_per_image": synthesis_gflop(Generator(**CIFAR10_G_KWARGS)),
         "nvidia_fp32_images_per_s": NVIDIA_FP32_IMAGES_PER_S,
         "results": results,
         "conv_3x3_512_at_32x32": ceiling,

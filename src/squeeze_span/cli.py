@@ -229,6 +229,26 @@ def _sweep(args: argparse.Namespace) -> None:
         )
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from squeeze_span.train.bench import BenchSettings, format_table, run_bench
+
+    settings = BenchSettings(
+        teacher=args.teacher,
+        batch=args.batch,
+        precision=args.precision,
+        device=args.device,
+        steps=args.steps,
+        warmup=args.warmup,
+        overrides=tuple(args.overrides),
+    )
+    result = run_bench(settings)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
 def _report(args: argparse.Namespace) -> None:
     from squeeze_span.experiments.report import build_report
 
@@ -489,6 +509,32 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     sweep.add_argument("--no-progress", action="store_true", help="hide progress bars (the overall lines stay)")
     sweep.set_defaults(handler=_sweep)
+
+    bench = commands.add_parser(
+        "bench",
+        help="images/s of a squeeze and span step beside VICReg's, the bare student step, the teacher and augmentation",
+        description="Measure, in one process and in turns, after a warm-up: the bare student step, VICReg on real "
+        "images, squeeze and span with the teacher rendering each step and from a teacher pool, the teacher alone "
+        "and the augmentation alone, on the embedded default's student (configs/fashion_mnist/squeeze_span.yaml); "
+        "print the median images/s of each. Real images: Fashion-MNIST, else random ones of its shape.",
+    )
+    bench.add_argument(
+        "--teacher",
+        default="shipped",
+        metavar="MODEL|shipped|cifar10-config",
+        help="shipped: asset:fashion_mnist_stylegan2; cifar10-config: a random StyleGAN2 of the paper's CIFAR-10 "
+        "generator (32x32 RGB, 512 channels); or a .pkl, a convert-gan folder, asset:NAME",
+    )
+    bench.add_argument("--batch", type=argument(int, min=2), default=256, help="images per step, B (B_s = alpha B)")
+    bench.add_argument("--precision", choices=PRECISIONS, default="bf16")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    bench.add_argument("--steps", type=POSITIVE_INT, default=10, help="timed steps of each case")
+    bench.add_argument("--warmup", type=argument(int, min=0), default=2, help="untimed steps of each case first")
+    bench.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    bench.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="for the student's config, e.g. model.width=64"
+    )
+    bench.set_defaults(handler=_bench)
 
     report = commands.add_parser(
         "report",

@@ -94,6 +94,7 @@ def machine_info(device: torch.device | None = None) -> dict[str, object]:
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels ATen picked: AVX2, AVX512, ...
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -101,6 +102,7 @@ def machine_info(device: torch.device | None = None) -> dict[str, object]:
     }
     if device is not None and device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
     return info
 
 

@@ -65,6 +65,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     splits: tuple[str, ...]
     view_size: int | None  # the side of the views a backbone trains and is probed on
+    image_side: int | None  # the side of the stored images; None: an image folder's own
     num_classes: int | None
     channels: int | None
     class_names: tuple[str, ...] | None  # where known without the files (figures name pseudo-labels by them)
@@ -559,6 +560,7 @@ _INFO = (
         std=(0.2470, 0.2435, 0.2616),
         splits=("train", "test"),
         view_size=32,
+        image_side=32,
         num_classes=10,
         channels=3,
         class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
@@ -571,6 +573,7 @@ _INFO = (
         std=(0.2673, 0.2564, 0.2762),
         splits=("train", "test"),
         view_size=32,
+        image_side=32,
         num_classes=100,
         channels=3,
         class_names=None,
@@ -583,6 +586,7 @@ _INFO = (
         std=(0.2603, 0.2566, 0.2713),
         splits=("train", "test", "unlabeled", "train+unlabeled"),
         view_size=96,
+        image_side=96,
         num_classes=10,
         channels=3,
         class_names=("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"),
@@ -595,6 +599,7 @@ _INFO = (
         std=(0.3530,),
         splits=("train", "test"),
         view_size=32,  # the 28x28 images are resized to the CIFAR backbones' 32
+        image_side=28,
         num_classes=10,
         channels=1,
         class_names=FASHION_MNIST_CLASSES,
@@ -607,6 +612,7 @@ _INFO = (
         std=(0.229, 0.224, 0.225),
         splits=("train", "val", "test"),
         view_size=None,
+        image_side=None,
         num_classes=None,
         channels=None,
         class_names=None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from squeeze_span.config import TrainingConfig
 from squeeze_span.data import BatchAugmentation, ImageDataset, augmentation_for, dataset_info, load_dataset
@@ -38,12 +39,27 @@ def build_run(config: TrainingConfig, device: torch.device, rank: int = 0) -> Ru
     The backbone's initial weights come from torch's global generator: seed it first, as the
     trainer does.
     """
-    data, train = config.data, config.train
+    data = config.data
     dataset = load_dataset(data.dataset, data.root, data.split)
+    return assemble_run(config, dataset, _build_teacher(config, device, rank), device, rank)
+
+
+def assemble_run(
+    config: TrainingConfig,
+    dataset: ImageDataset,
+    teacher: SampleSource | None,
+    device: torch.device,
+    rank: int = 0,
+) -> RunParts:
+    """The parts of ``config``'s run around a ``dataset`` and a ``teacher`` already at hand.
+
+    :func:`build_run` loads both as the config says; a benchmark passes its own (synthetic
+    images where the dataset is absent, one teacher shared by several runs).
+    """
+    data, train = config.data, config.train
     size = data.image_size or dataset_info(data.dataset).training_size(dataset.image_size[0])
     augmentation = augmentation_for(data.dataset, size, dataset.num_channels)
     augment_generator = torch.Generator(device).manual_seed(train.seed * 7919 + rank)
-    teacher = _build_teacher(config, device, rank)
     backbone = build_backbone(
         config.model.backbone,
         in_channels=dataset.num_channels,
@@ -65,13 +81,11 @@ def build_run(config: TrainingConfig, device: torch.device, rank: int = 0) -> Ru
     return RunParts(dataset, augmentation, augment_generator, teacher, backbone, context)
 
 
-def _build_teacher(config: TrainingConfig, device: torch.device, rank: int = 0) -> SampleSource | None:
-    """The run's teacher (a pool of its samples when ``teacher.pool_size`` is set), or None without ``teacher.path``."""
+def build_teacher(config: TrainingConfig, generator: nn.Module, device: torch.device, rank: int = 0) -> Teacher:
+    """A Teacher rendering ``generator`` as ``config.teacher`` says, at the run's precision."""
     teacher = config.teacher
-    if teacher.path is None:
-        return None
-    renderer = Teacher(
-        load_generator(teacher.path),
+    return Teacher(
+        generator,
         teacher.features,
         device=device,
         precision=config.train.precision,
@@ -79,6 +93,14 @@ def _build_teacher(config: TrainingConfig, device: torch.device, rank: int = 0) 
         noise_mode=teacher.noise_mode,
         seed=config.train.seed * 104729 + rank,  # each rank draws its own latents
     )
+
+
+def _build_teacher(config: TrainingConfig, device: torch.device, rank: int = 0) -> SampleSource | None:
+    """The run's teacher (a pool of its samples when ``teacher.pool_size`` is set), or None without ``teacher.path``."""
+    teacher = config.teacher
+    if teacher.path is None:
+        return None
+    renderer = build_teacher(config, load_generator(teacher.path), device, rank)
     if teacher.pool_size:
         return TeacherPool(renderer, teacher.pool_size, progress=config.train.progress and rank == 0)
     return renderer

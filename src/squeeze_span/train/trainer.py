@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from squeeze_span.config import TrainingConfig, to_dict
+from squeeze_span.config import OptimizerConfig, TrainingConfig, to_dict
 from squeeze_span.data import load_dataset
 from squeeze_span.data.stream import RealBatchStream
 from squeeze_span.errors import ConfigError, DatasetError
@@ -93,6 +93,24 @@ class LearningRateSchedule:
         return self.peak * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def build_optimizer(method: Method, config: OptimizerConfig, learning_rate: float) -> torch.optim.SGD:
+    """SGD over the method's parameter groups; each group records whether it keeps a fixed rate."""
+    return torch.optim.SGD(
+        [{"params": group.params, "fixed_lr": group.fixed_lr} for group in method.parameter_groups()],
+        lr=learning_rate,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+
+
+def apply_gradients(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    """Backpropagate ``loss`` and take one optimizer step, through the fp16 loss scaler (a no-op when disabled)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 class Trainer:
     def __init__(self, config: TrainingConfig, method_factory: MethodFactory, command: list[str] | None = None):
         self.config = config
@@ -147,12 +165,7 @@ class Trainer:
             total_steps=None if train.budget_seconds is not None else self.total_steps,
             budget_seconds=train.budget_seconds,
         )
-        self.optimizer = torch.optim.SGD(
-            [{"params": group.params, "fixed_lr": group.fixed_lr} for group in self.method.parameter_groups()],
-            lr=self.learning_rate(0, 0.0),
-            momentum=config.optimizer.momentum,
-            weight_decay=config.optimizer.weight_decay,
-        )
+        self.optimizer = build_optimizer(self.method, config.optimizer, self.learning_rate(0, 0.0))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
         self.step = 0
         self.elapsed_seconds = 0.0  # training time of the run so far, over all its invocations
@@ -315,10 +328,7 @@ class Trainer:
                 with autocast(self.device, train.precision):
                     logs = self.model(real, local_synthetic)
                 check_finite(logs, self.step + 1, self.run, DIVERGED_FIX)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(logs["loss"]).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                apply_gradients(logs["loss"], self.optimizer, self.scaler)
                 self.step += 1
                 invocation_seconds = self.clock() - started
                 # Ranks agree on how much of a budget is spent (the slowest rank's count), so that they

@@ -16,12 +16,21 @@ from torch import nn
 from squeeze_span.errors import CheckpointError
 from squeeze_span.generators.stylegan2.layers import MappingNetwork
 from squeeze_span.generators.stylegan2.networks import (
+    CIFAR10_G_KWARGS,
     Discriminator,
     Generator,
     SynthesisNetwork,
 )
 
-__all__ = ["NETWORK_CLASSES", "Discriminator", "Generator", "MappingNetwork", "SynthesisNetwork", "build_network"]
+__all__ = [
+    "CIFAR10_G_KWARGS",
+    "NETWORK_CLASSES",
+    "Discriminator",
+    "Generator",
+    "MappingNetwork",
+    "SynthesisNetwork",
+    "build_network",
+]
 
 NETWORK_CLASSES: dict[str, type[nn.Module]] = {
     "Generator": Generator,

@@ -158,6 +158,19 @@ class Generator(nn.Module):
         return self.synthesis(ws, noise_mode=noise_mode, **synthesis_kwargs)
 
 
+CIFAR10_G_KWARGS: dict[str, Any] = {
+    "z_dim": 512,
+    "c_dim": 0,
+    "w_dim": 512,
+    "img_resolution": 32,
+    "img_channels": 3,
+    "mapping_kwargs": {"num_layers": 2},
+    "synthesis_kwargs": {"channel_base": 32768, "channel_max": 512, "num_fp16_res": 4, "conv_clamp": 256},
+}
+"""The paper's CIFAR-10 generator: stylegan2-ada-pytorch's ``--cfg=cifar`` (z = w = 512, 2 mapping layers,
+512 channels at every resolution, conv_clamp 256, 'skip', 32x32 RGB; 8.0 GFLOP per image)."""
+
+
 class Discriminator(nn.Module):
     """StyleGAN2 discriminator: blocks ``b{img_resolution} ... b8``, then the epilogue ``b4``.
 
