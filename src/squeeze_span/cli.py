@@ -252,8 +252,10 @@ def _bench(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from squeeze_span.experiments.report import build_report
 
-    summary = build_report(args.results, args.out)
+    summary = build_report(args.results, args.out, args.plan)
     print(f"report of {summary['runs']} runs written to {args.out}/REPORT.md (with results.json and the figures)")
+    if summary["pending"]:
+        print(f"  {len(summary['pending'])} of the plan's runs have no result yet: run the sweep to add them")
     for number, claim in enumerate(summary["claims"], 1):
         print(f"  claim {number}: {claim['claim']}: {claim['verdict']}")
 
@@ -544,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("results", metavar="RESULTS_DIR")
     report.add_argument("--out", required=True, metavar="DIR")
+    report.add_argument(
+        "--plan", metavar="PLAN.yaml", help="the sweep's plan: rows in its order, its missing runs listed"
+    )
     report.set_defaults(handler=_report)
 
     figure2 = commands.add_parser(

@@ -75,3 +75,23 @@ def test_a_folder_without_results_is_one_line(tmp_path):
         build_report(tmp_path, tmp_path / "out")
     with pytest.raises(ConfigError, match="is not a folder of sweep results"):
         build_report(tmp_path / "missing", tmp_path / "out")
+
+
+def test_with_the_plan_rows_follow_its_order_and_missing_runs_are_listed(tmp_path):
+    import yaml
+
+    results = tmp_path / "results"
+    write_result(results, "a_first_alphabetically", 0, 80.0, {"2": "second in the plan"})
+    write_result(results, "z_last_alphabetically", 0, 81.0, {"2": "first in the plan"})
+    plan = tmp_path / "plan.yaml"
+    entries = [
+        {"name": "z_last_alphabetically", "kind": "pixels"},
+        {"name": "a_first_alphabetically", "kind": "pixels"},
+        {"name": "never_run", "kind": "pixels", "seeds": [0, 1]},
+    ]
+    plan.write_text(yaml.safe_dump({"entries": entries}))
+    summary = build_report(results, tmp_path / "out", plan)
+    assert summary["pending"] == ["never_run seed 0", "never_run seed 1"]
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert report.index("first in the plan") < report.index("second in the plan")
+    assert "**Not run yet** (2 of the plan's runs): never_run seed 0, never_run seed 1." in report

@@ -168,11 +168,28 @@ def judge(claim: Claim, rows: dict[str, Row], pooled_std: float) -> dict[str, An
     return {"claim": claim.text, "verdict": verdict, "comparisons": comparisons}
 
 
-def build_report(results_dir: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write REPORT.md, results.json and the figures into ``out``; return the claims' verdicts."""
+def build_report(results_dir: str | Path, out: str | Path, plan: str | Path | None = None) -> dict[str, Any]:
+    """Write REPORT.md, results.json and the figures into ``out``; return the claims' verdicts.
+
+    With the sweep's ``plan``, rows follow its entries' order and the runs it lacks are listed.
+    """
     from squeeze_span.eval.plots import accuracy_against_fd, bars_with_errors
+    from squeeze_span.experiments.plan import load_plan, seeds_of
 
     results = load_results(results_dir)
+    pending: list[str] = []
+    if plan is not None:
+        sweep_plan = load_plan(plan)
+        entries = sweep_plan.entries
+        order = {entry.name: index for index, entry in enumerate(entries)}
+        results.sort(key=lambda result: (order.get(result["name"], len(order)), result["seed"]))
+        done = {(result["name"], result["seed"]) for result in results}
+        pending = [
+            f"{entry.name} seed {seed}"
+            for entry in entries
+            for seed in seeds_of(sweep_plan, entry)
+            if (entry.name, seed) not in done
+        ]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = all_rows(results)
@@ -216,10 +233,10 @@ def build_report(results_dir: str | Path, out: str | Path) -> dict[str, Any]:
             points, out / "figure4.png", metric=figure4[0].results[0]["fd"]["metric"], baselines=baselines
         )
 
-    markdown = render_markdown(results, rows, claims, pooled_std, pooled_how, has_figure4=bool(figure4))
+    markdown = render_markdown(results, rows, claims, pooled_std, pooled_how, bool(figure4), pending)
     with atomic_write(out / "REPORT.md") as temporary:
         temporary.write_text(markdown)
-    return {"claims": claims, "runs": len(results)}
+    return {"claims": claims, "runs": len(results), "pending": pending}
 
 
 def render_markdown(
@@ -229,6 +246,7 @@ def render_markdown(
     pooled_std: float,
     pooled_how: str,
     has_figure4: bool,
+    pending: Sequence[str] = (),
 ) -> str:
     lines = ["# Reproduction report", ""]
     machines = sorted({result.get("machine", "?") for result in results})
@@ -236,6 +254,8 @@ def render_markdown(
     lines += [f"{len(results)} runs, {dates[0]} to {dates[-1]}, on: {'; '.join(machines)}."]
     if not any("cuda" in machine.lower() or "gpu" in machine.lower() for machine in machines):
         lines.append("Every run is on CPU: no GPU was at hand, so none of the rows was trained longer on one.")
+    if pending:
+        lines.append(f"**Not run yet** ({len(pending)} of the plan's runs): {', '.join(pending)}.")
     lines.append("")
     lines += ["## The paper's claims", ""]
     lines += [
