@@ -92,6 +92,7 @@ def test_a_failing_entry_is_one_line_and_the_others_run(learnable_fashion_mnist,
         ([{"name": "p", "kind": "pixels", "fd": True}], "fd and discrepancy are measured on train entries only"),
         ([{"name": "bad/name", "kind": "pixels"}], "needs a name of letters"),
         ([{"name": "p", "kind": "pixel"}], r"entries\[0\].kind=.pixel. is unknown; it must be one of train"),
+        ([{"name": "p", "kind": "pixels", "split": "train"}], "split 'train' must be test or validation"),
     ],
 )
 def test_a_bad_plan_is_one_config_error(tmp_path, entries, message):
@@ -99,3 +100,30 @@ def test_a_bad_plan_is_one_config_error(tmp_path, entries, message):
     path.write_text(yaml.safe_dump({"entries": entries}))
     with pytest.raises(ConfigError, match=message):
         load_plan(path)
+
+
+def test_an_entry_can_score_on_validation_while_the_plan_scores_on_test(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    entries = [
+        {"name": "pixels", "kind": "pixels"},
+        {"name": "pixels_validation", "kind": "pixels", "split": "validation"},
+    ]
+    plan = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher, entries=entries)
+    run_sweep(plan, device="cpu", progress=False)
+    splits = {
+        name: json.loads((tmp_path / "results" / name / "seed0.json").read_text())["probe"]["split"]
+        for name in ("pixels", "pixels_validation")
+    }
+    assert splits == {"pixels": "test", "pixels_validation": "validation"}
+
+
+def test_the_committed_results_were_made_under_the_committed_plan():
+    """A change to what decides a result (the spec) would silently turn hours of runs stale."""
+    from squeeze_span.experiments.plan import entry_spec, spec_hash
+
+    plan = load_plan("results/fashion_mnist/plan.yaml")
+    entries = {entry.name: entry for entry in plan.entries}
+    results = sorted(Path(plan.results_dir).glob("*/seed*.json"))
+    assert results, "results/fashion_mnist/runs holds no results"
+    for path in results:
+        result = json.loads(path.read_text())
+        assert result["spec_hash"] == spec_hash(entry_spec(plan, entries[result["name"]], result["seed"])), path

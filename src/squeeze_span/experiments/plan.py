@@ -25,6 +25,9 @@ The kinds:
 - ``random_init`` and ``pixels``: probe an untrained backbone built as ``config`` builds it, or
   the raw pixels;
 - ``discriminator``: probe the features of ``model``'s discriminator (``features``: single or multi).
+
+An entry's ``split: validation`` scores its probe on a held-out split of train instead of the
+plan's split: for choosing a setting (a learning rate, say) without looking at test.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class PlanEntry:
     features: str = choice("multi", ("single", "multi"))  # discriminator: b4.fc alone, or every block
     fd: bool = False  # train: also the FD of the run's teacher against the real train images
     discrepancy: bool = False  # train: also the FD of its student's features, generated against real images
+    split: Optional[str] = None  # the probe's evaluation split; None: the plan's (validation: for choosing settings)
 
 
 @dataclass
@@ -86,6 +90,8 @@ def load_plan(path: str | os.PathLike[str]) -> SweepPlan:
             raise ConfigError(f"{where} ({entry.name}): kind discriminator needs model: a GAN that has a D")
         if (entry.fd or entry.discrepancy) and entry.kind != "train":
             raise ConfigError(f"{where} ({entry.name}): fd and discrepancy are measured on train entries only")
+        if entry.split not in (None, "test", "validation"):
+            raise ConfigError(f"{where} ({entry.name}): split {entry.split!r} must be test or validation")
         if entry.seeds is not None and not entry.seeds:
             raise ConfigError(f"{where} ({entry.name}): seeds is empty; remove it for the plan's seeds")
     return plan
@@ -95,10 +101,14 @@ def seeds_of(plan: SweepPlan, entry: PlanEntry) -> list[int]:
     return list(entry.seeds if entry.seeds is not None else plan.seeds)
 
 
+def split_of(plan: SweepPlan, entry: PlanEntry) -> str:
+    return entry.split or plan.split
+
+
 def entry_spec(plan: SweepPlan, entry: PlanEntry, seed: int) -> dict:
     """What decides an (entry, seed)'s result; a stored result with another spec is stale."""
-    spec = {key: value for key, value in to_dict(entry).items() if key not in ("seeds", "tables")}
-    spec.update(seed=seed, dataset=plan.dataset, split=plan.split)
+    spec = {key: value for key, value in to_dict(entry).items() if key not in ("seeds", "tables", "split")}
+    spec.update(seed=seed, dataset=plan.dataset, split=split_of(plan, entry))
     if entry.kind == "train":
         spec["plan_overrides"] = list(plan.overrides)
     if entry.fd or entry.discrepancy:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from squeeze_span.errors import ConfigError, UserError
-from squeeze_span.experiments.plan import PlanEntry, SweepPlan, entry_spec, load_plan, seeds_of, spec_hash
+from squeeze_span.experiments.plan import PlanEntry, SweepPlan, entry_spec, load_plan, seeds_of, spec_hash, split_of
 from squeeze_span.fileio import atomic_write
 from squeeze_span.runtime import machine_description, resolve_device
 
@@ -140,7 +140,7 @@ class Runner:
             "steps": final["step"],
             "seconds": round(final["seconds"], 1),
             "final_metrics": {key: value for key, value in final.items() if key.startswith(("loss", "std"))},
-            **self._probe(backbone, precision=config.train.precision),
+            **self._probe(job, backbone, precision=config.train.precision),
         }
         if job.entry.fd:
             result["fd"] = self._generator_fd(config.teacher.path)
@@ -156,18 +156,18 @@ class Runner:
         torch.manual_seed(job.seed)
         channels = load_dataset(self.plan.dataset, self.plan.data_root, "test").num_channels
         backbone = build_backbone(config.model.backbone, in_channels=channels, width=config.model.width)
-        return {"method": "random_init", "data": None, "steps": 0, "seconds": 0.0, **self._probe(backbone)}
+        return {"method": "random_init", "data": None, "steps": 0, "seconds": 0.0, **self._probe(job, backbone)}
 
     def _pixels(self, job: Job) -> dict[str, Any]:
         from squeeze_span.eval.probe import RawPixels
 
-        return {"method": "pixels", "data": None, "steps": 0, "seconds": 0.0, **self._probe(RawPixels())}
+        return {"method": "pixels", "data": None, "steps": 0, "seconds": 0.0, **self._probe(job, RawPixels())}
 
     def _discriminator(self, job: Job) -> dict[str, Any]:
         from squeeze_span.generators import DiscriminatorFeatures, load_discriminator
 
         features = DiscriminatorFeatures(load_discriminator(job.entry.model), job.entry.features)
-        probe = self._probe(features, view="gan")
+        probe = self._probe(job, features, view="gan")
         return {"method": f"discriminator_{job.entry.features}", "data": None, "steps": 0, "seconds": 0.0, **probe}
 
     # -- shared parts ----------------------------------------------------------------------------------------
@@ -188,14 +188,14 @@ class Runner:
             overrides.append(f"data.root={self.plan.data_root}")
         return load_training_config(job.entry.config, overrides)
 
-    def _probe(self, backbone: torch.nn.Module, *, precision: str = "bf16", view: str = "backbone") -> dict:
+    def _probe(self, job: Job, backbone: torch.nn.Module, *, precision: str = "bf16", view: str = "backbone") -> dict:
         from squeeze_span.eval.probe import probe_backbone
 
         probe = probe_backbone(
             backbone,
             self.plan.dataset,
             self.plan.data_root,
-            split=self.plan.split,
+            split=split_of(self.plan, job.entry),
             view=view,
             device=self.device,
             precision=precision,
