@@ -442,6 +442,20 @@ def test_bias_act_clamps_after_the_gain() -> None:
     torch.testing.assert_close(fused, expected.clamp(-5, 5))
 
 
+@pytest.mark.parametrize("with_scale", [True, False])
+def test_scale_bias_act_adds_the_noise_before_the_activation_and_leaves_its_input_alone(with_scale) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 5).contiguous(memory_format=torch.channels_last)
+    scale = torch.rand(3, 4, 1, 1) + 0.5 if with_scale else None
+    bias, noise = torch.randn(1, 4, 1, 1), torch.randn(3, 1, 5, 5)
+    before = x.clone()
+    y = ops.scale_bias_act(x, scale, bias, "lrelu", math.sqrt(2), 0.7, noise=noise)
+    pre = x * (scale if with_scale else 1.0) + bias + noise
+    torch.testing.assert_close(y, (F.leaky_relu(pre, 0.2) * math.sqrt(2)).clamp(-0.7, 0.7))
+    assert torch.equal(x, before)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_float16_modulated_conv_is_prescaled_against_overflow() -> None:
     torch.manual_seed(0)
     x, weight, styles = torch.randn(2, 8, 6, 6), torch.randn(4, 8, 3, 3) * 1e3, torch.randn(2, 8) * 1e3

@@ -35,6 +35,8 @@ TABLE_TITLES = {
     "3": "Table 3: ablations",
     "equal_time": "The main rows at equal wall-clock time",
     "figure4": "Figure 4: accuracy against the teacher's quality",
+    "lr_validation": "Follow-up: the learning rate, scored on the validation split (not test)",
+    "longer": "Follow-up: the main rows trained longer",
 }
 DEFAULT_SEED_STD = 0.5  # when no row has two seeds: the spread two seeds showed in studies/demo_tuning
 

@@ -151,7 +151,7 @@ class Conv2dLayer(nn.Module):
         x = ops.conv2d_resample(
             x, w, f=self.resample_filter, up=self.up, down=self.down, padding=self.padding, flip_weight=(self.up == 1)
         )
-        shift = ops.channel_shift(self.bias, None, x)
+        shift = None if self.bias is None else self.bias.reshape(1, -1, 1, 1)
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
         return ops.scale_bias_act(x, None, shift, self.activation, self.act_gain * gain, clamp)
 

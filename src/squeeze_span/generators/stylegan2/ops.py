@@ -235,13 +235,16 @@ def scale_bias_act(
     act: str,
     gain: float,
     clamp: float | None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``clamp(act(x * scale + shift) * gain, -clamp, clamp)`` in as few passes over ``x`` as possible.
+    """``clamp(act(x * scale + shift + noise) * gain, -clamp, clamp)`` in as few passes over ``x`` as possible.
 
-    ``scale`` and ``shift`` broadcast against ``x`` (per-sample-channel demodulation
-    coefficients, bias plus noise). For relu-like activations the gain is folded into ``scale``
-    and ``shift`` (one fused multiply-add, one activation), which is where most of the time
-    outside the convolutions goes.
+    ``scale`` (per-sample-channel demodulation coefficients, ``[N, C, 1, 1]``), ``shift`` (the
+    bias, ``[1, C, 1, 1]``) and ``noise`` (``[N or 1, 1, H, W]``) broadcast against ``x`` and stay
+    that small: none of them is expanded to ``x``'s size, which would cost a float32 pass over
+    memory for each (the time outside the convolutions is memory traffic). For relu-like
+    activations the gain is folded into them, so ``x`` sees one fused multiply-add, one in-place
+    add of the noise and one in-place activation.
     """
     func, alpha, _ = _ACTIVATIONS[act]
     x_gain = 1.0  # a scalar factor on x when there is no scale tensor to fold the gain into
@@ -250,13 +253,11 @@ def scale_bias_act(
             scale = scale * gain
         else:
             x_gain = gain
-        if shift is not None:
-            shift = shift * gain
+        shift = None if shift is None else shift * gain
+        noise = None if noise is None else noise * gain
         gain = 1.0
-    if scale is not None:
-        scale = scale.to(x.dtype)
-    if shift is not None:
-        shift = shift.to(x.dtype)
+    scale, shift, noise = (None if t is None else t.to(x.dtype) for t in (scale, shift, noise))
+    fresh = True  # x is a new tensor of this function's, so in-place ops cannot touch the caller's
     if scale is not None and shift is not None:
         x = torch.addcmul(shift, x, scale)
     elif scale is not None:
@@ -265,7 +266,12 @@ def scale_bias_act(
         x = torch.add(shift, x, alpha=x_gain) if x_gain != 1 else x + shift
     elif x_gain != 1:
         x = x * x_gain
-    inplace = _grad_free(x)
+    else:
+        fresh = False
+    if noise is not None:
+        x = x.add_(noise) if fresh and _grad_free(x) else x + noise
+        fresh = True
+    inplace = fresh and _grad_free(x)
     if act == "lrelu":
         x = F.leaky_relu(x, alpha, inplace=inplace)
     elif act == "relu":
@@ -362,20 +368,6 @@ def _runs_in_float16(x: torch.Tensor) -> bool:
     return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
 
 
-def channel_shift(bias: torch.Tensor | None, noise: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    """``bias`` as ``[1, C, 1, 1]`` plus ``noise`` ``[N or 1, 1, H, W]``, in ``like``'s memory format.
-
-    Matching the memory format keeps the fused multiply-add's output channels_last.
-    """
-    shift = None if bias is None else bias.reshape(1, -1, 1, 1)
-    if noise is not None:
-        noise = noise.reshape(-1, 1, *noise.shape[-2:])
-        shift = noise if shift is None else shift + noise
-    if shift is not None and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
-        shift = shift.contiguous(memory_format=torch.channels_last)
-    return shift
-
-
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -402,7 +394,7 @@ def modulated_conv2d(
     weights, and one batched convolution with the shared weight serves the whole batch (no
     grouped conv). ``dcoef`` comes from :func:`demodulation_coefficients` (one small matmul, in
     float32), and ``dcoef``, noise, bias, activation, gain and clamp are applied by
-    :func:`scale_bias_act` (one fused multiply-add, then the activation and clamp in place).
+    :func:`scale_bias_act` (one fused multiply-add, the noise, activation and clamp in place).
 
     In float16 the weight and styles are first divided by their max-norms (per output channel
     and per sample), which demodulation cancels exactly, so the convolution cannot overflow;
@@ -421,8 +413,9 @@ def modulated_conv2d(
     )
     with torch.autocast(device_type=x.device.type, enabled=False):
         dcoefs = demodulation_coefficients(weight, styles).reshape(batch, -1, 1, 1) if demodulate else None
-        shift = channel_shift(bias, noise, x)
-    return scale_bias_act(x, dcoefs, shift, activation, gain, clamp)
+    shift = None if bias is None else bias.reshape(1, -1, 1, 1)
+    noise = None if noise is None else noise.reshape(-1, 1, *noise.shape[-2:])
+    return scale_bias_act(x, dcoefs, shift, activation, gain, clamp, noise=noise)
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
