@@ -102,7 +102,7 @@ def test_a_bad_plan_is_one_config_error(tmp_path, entries, message):
         load_plan(path)
 
 
-def test_an_entry_can_score_on_validation_while_the_plan_scores_on_test(learnable_fashion_mnist, tiny_teacher, tmp_path):
+def test_an_entry_can_score_on_validation_not_test(learnable_fashion_mnist, tiny_teacher, tmp_path):
     entries = [
         {"name": "pixels", "kind": "pixels"},
         {"name": "pixels_validation", "kind": "pixels", "split": "validation"},
