@@ -15,6 +15,7 @@ from typing import NoReturn
 
 import torch
 
+from squeeze_span.allocator import keep_freed_memory
 from squeeze_span.errors import ConfigError, UserError, describe_os_error
 from squeeze_span.validation import argument
 
@@ -588,6 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()
     try:
         args = build_parser().parse_args(argv)
         args.handler(args)

@@ -9,6 +9,7 @@ import platform
 
 import torch
 
+from squeeze_span import allocator
 from squeeze_span.errors import ConfigError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -96,6 +97,7 @@ def machine_info(device: torch.device | None = None) -> dict[str, object]:
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels ATen picked: AVX2, AVX512, ...
         "torch_threads": torch.get_num_threads(),
+        "allocator": allocator.state(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
