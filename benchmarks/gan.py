@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from squeeze_span.allocator import keep_freed_memory
 from squeeze_span.config import GanTrainingConfig, load_config
 from squeeze_span.runtime import machine_info
 from squeeze_span.train.gan import GanTrainer
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every case (exploring)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gan.json"))
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI's train-gan does
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         for name in args.cases.split(","):
