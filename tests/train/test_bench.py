@@ -28,6 +28,9 @@ def test_the_json_holds_every_rate_and_the_ratios_are_their_quotients(
     assert result["ratio_pool_vs_vicreg"] == pytest.approx(
         result["pool_step_img_s"] / result["vicreg_img_s"], rel=1e-12
     )
+    assert result["student_peak_fraction"] == pytest.approx(
+        result["student_img_s"] * result["student_flop_per_image"] / result["matmul_peak_flop_s"], rel=1e-12
+    )
     settings = result["settings"]
     assert (settings["batch"], settings["synthetic"], settings["real"], settings["pool_size"]) == (8, 4, 4, 4)
     assert settings["teacher_source"] == str(tiny_teacher)
@@ -39,6 +42,13 @@ def test_the_json_holds_every_rate_and_the_ratios_are_their_quotients(
     assert {"cpu", "cores", "cpu_flags", "torch", "torch_cpu_capability"} <= set(result["machine"])
     table = capsys.readouterr().out
     assert all(description in table for description in CASES.values())
+
+
+def test_a_steps_flops_are_its_forward_and_both_backward_matmuls():
+    layer = torch.nn.Linear(32, 16, bias=False)
+    x = torch.randn(8, 32, requires_grad=True)
+    # forward 2*8*32*16, backward the same twice (the input's and the weight's gradients)
+    assert bench.step_flops(lambda: layer(x).sum().backward()) == 3 * 2 * 8 * 32 * 16
 
 
 def test_without_the_dataset_random_images_of_its_shape_stand_in(tiny_teacher, monkeypatch):

@@ -11,6 +11,10 @@ Six cases at one batch B and precision, on the embedded default's student
 - ``teacher``: the teacher alone, B_s images with their features;
 - ``augment``: the batched augmentation alone, one view of each of B real images.
 
+Beside them, the student step's arithmetic rate: its FLOPs (convolutions and matmuls, forward
+and backward, counted by torch's FlopCounterMode) times its images/s, as a share of the
+machine's matmul peak in the same precision (a 2048-cube matmul, measured here).
+
 The training cases run the trainer's own step (its optimizer, autocast and loss scaler).
 The cases take turns, so that load from other processes on a shared machine falls on every
 case alike; each reports the median images/s of its timed steps, after a warm-up.
@@ -99,6 +103,28 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
+
+
+def matmul_peak(device: torch.device, precision: str, size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a ``size``-cube matmul under ``precision``'s autocast: what the machine's matrix units give."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    synchronize = synchronizer(device)
+
+    def matmul() -> None:
+        with autocast(device, precision):
+            torch.mm(a, b)
+
+    seconds = interleave({"matmul": matmul}, repeats, 2, synchronize)["matmul"]
+    return 2 * size**3 / statistics.median(seconds)
+
+
+def step_flops(step: Callable[[], None]) -> float:
+    """The FLOPs of one call of ``step`` (convolutions and matmuls, forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
 
 
 def bench_generator(spec: str) -> tuple[nn.Module, str]:
@@ -234,6 +260,11 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
     seconds = interleave(cases, settings.steps, settings.warmup, synchronizer(device))
 
     result: dict[str, Any] = {f"{name}_img_s": images[name] / statistics.median(seconds[name]) for name in cases}
+    result["student_flop_per_image"] = step_flops(cases["student"]) / batch
+    result["matmul_peak_flop_s"] = matmul_peak(device, config.train.precision)
+    result["student_peak_fraction"] = (
+        result["student_img_s"] * result["student_flop_per_image"] / result["matmul_peak_flop_s"]
+    )
     result["ratio_vs_vicreg"] = result["step_img_s"] / result["vicreg_img_s"]
     result["ratio_pool_vs_vicreg"] = result["pool_step_img_s"] / result["vicreg_img_s"]
     model = config.model
@@ -265,7 +296,10 @@ def format_table(result: Mapping[str, Any]) -> str:
     for name, description in CASES.items():
         milliseconds = 1000 * statistics.median(result["seconds_per_step"][name])
         lines.append(f"{description:<38}{result[f'{name}_img_s']:>10.1f}{milliseconds:>10.1f}")
+    student_rate = result["student_img_s"] * result["student_flop_per_image"]
     lines += [
+        f"bare student step: {student_rate / 1e9:.0f} GFLOP/s, {100 * result['student_peak_fraction']:.1f}% of "
+        f"the {settings['precision']} matmul peak ({result['matmul_peak_flop_s'] / 1e9:.0f} GFLOP/s, 2048-cube)",
         f"squeeze and span / VICReg (images/s): {result['ratio_vs_vicreg']:.3f} on the fly, "
         f"{result['ratio_pool_vs_vicreg']:.3f} from a pool of {settings['pool_size']}",
         f"batch {settings['batch']} ({settings['synthetic']} generated + {settings['real']} real), "
