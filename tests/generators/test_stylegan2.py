@@ -456,6 +456,22 @@ def test_scale_bias_act_adds_the_noise_before_the_activation_and_leaves_its_inpu
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_a_one_channel_1x1_conv_is_the_conv_with_its_gradients_and_stays_channels_last() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, 5, 5, requires_grad=True)
+    w = torch.randn(8, 1, 1, 1, requires_grad=True)
+    y = ops.conv2d_resample(x, w)
+    reference = F.conv2d(x, w)
+    torch.testing.assert_close(y, reference)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, w), upstream)
+    for grad, expected in zip(grads, torch.autograd.grad(reference, (x, w), upstream)):
+        torch.testing.assert_close(grad, expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ops.conv2d_resample(x, w).dtype == torch.bfloat16
+
+
 def test_float16_modulated_conv_is_prescaled_against_overflow() -> None:
     torch.manual_seed(0)
     x, weight, styles = torch.randn(2, 8, 6, 6), torch.randn(4, 8, 3, 3) * 1e3, torch.randn(2, 8) * 1e3
