@@ -20,9 +20,9 @@ def keep_freed_memory() -> str:
     glibc serves a large block (above a threshold that rises to 32 MiB at most) by mmap and
     hands it back to the kernel at free, so a step that allocates the same activations as
     the last one page-faults all of them in again, zeroed. With mmap off and a 1 GiB trim
-    threshold the freed blocks stay in the heap: the shipped teacher renders 2x faster and
-    a squeeze and span step 1.35x (benchmarks/RESULTS.md), for a few percent more peak
-    memory. The CLI calls this first. It leaves malloc alone where the user set glibc's own
+    threshold the freed blocks stay in the heap: a VICReg step runs 1.11x faster, a squeeze
+    and span step 1.04x (benchmarks/RESULTS.md), and the demo's peak memory stays the same.
+    The CLI calls this first. It leaves malloc alone where the user set glibc's own
     ``MALLOC_*`` variables, where ``SQUEEZE_SPAN_ALLOCATOR=system``, and off glibc.
     """
     global _state
