@@ -13,22 +13,31 @@ Cases:
 Real images are Fashion-MNIST's (28x28 zero-padded to 32x32, one channel). Writes
 benchmarks/results/gan.json.
 
-    python benchmarks/gan.py [--steps 16] [--cases nvidia128_fp32,nvidia128_bf16,gan_yaml_bf16]
+``--breakdown`` times the same steps once more, op by op (a dispatch mode that wraps every aten
+call in a clock), and adds each op's share of the step and the convolutions' FLOP rate (torch's
+own FLOP formulas). torch.profiler was not used for this: on these machines it doubles the step
+and inflates the small elementwise ops several-fold, which misled an earlier reading.
+
+    python benchmarks/gan.py [--steps 16] [--cases nvidia128_fp32,nvidia128_bf16,gan_yaml_bf16] [--breakdown]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from squeeze_span.allocator import keep_freed_memory
 from squeeze_span.config import GanTrainingConfig, load_config
 from squeeze_span.runtime import machine_info
+from squeeze_span.train.bench import matmul_peak
 from squeeze_span.train.gan import GanTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +66,46 @@ CASES = {
 }
 
 
-def measure(overrides: list[str], precision: str, steps: int, warmup: int, output_dir: str) -> dict[str, object]:
+class OpClock(TorchDispatchMode):
+    """Seconds and FLOPs per aten op (the op's own call; autograd's bookkeeping around it is not counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: collections.Counter[str] = collections.Counter()
+        self.flops: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's protocol
+        kwargs = kwargs or {}
+        start = time.perf_counter()
+        out = func(*args, **kwargs)
+        name = str(func.overloadpacket)
+        self.seconds[name] += time.perf_counter() - start
+        if func.overloadpacket in flop_registry:
+            self.flops[name] += flop_registry[func.overloadpacket](*args, **kwargs, out_val=out)
+        return out
+
+
+def breakdown(trainer: GanTrainer, steps: int, precision: str) -> dict[str, object]:
+    """Each op's share of ``steps`` steps' wall time, and the convolutions' GFLOP/s against the matmul peak."""
+    clock = OpClock()
+    start = time.perf_counter()
+    with clock:
+        for _ in range(steps):
+            trainer.train_step()
+    total = time.perf_counter() - start
+    convolutions = [name for name in clock.seconds if name.startswith("aten.convolution")]
+    conv_seconds = sum(clock.seconds[name] for name in convolutions)
+    return {
+        "op_share": {name: seconds / total for name, seconds in clock.seconds.most_common(12)},
+        "convolution_share": conv_seconds / total,
+        "convolution_gflop_s": sum(clock.flops[name] for name in convolutions) / conv_seconds / 1e9,
+        "matmul_peak_gflop_s": matmul_peak(torch.device("cpu"), precision) / 1e9,
+    }
+
+
+def measure(
+    overrides: list[str], precision: str, steps: int, warmup: int, output_dir: str, op_breakdown: bool = False
+) -> dict[str, object]:
     config = load_config(
         GAN_YAML,
         [
@@ -80,7 +128,9 @@ def measure(overrides: list[str], precision: str, steps: int, warmup: int, outpu
         trainer.train_step()
     seconds = time.perf_counter() - start
     parameters = {name: sum(p.numel() for p in getattr(trainer, name).parameters()) for name in ("G", "D")}
+    details = breakdown(trainer, steps, precision) if op_breakdown else {}
     return {
+        **details,
         "images_per_s": steps * config.train.batch_size / seconds,
         "seconds": seconds,
         "steps": steps,
@@ -97,6 +147,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every case (exploring)")
+    parser.add_argument("--breakdown", action="store_true", help="also time the steps op by op")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gan.json"))
     args = parser.parse_args()
     keep_freed_memory()  # as the CLI's train-gan does
@@ -104,12 +155,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name in args.cases.split(","):
             overrides, precision = CASES[name]
-            result = measure([*overrides, *args.extra], precision, args.steps, args.warmup, folder)
+            result = measure([*overrides, *args.extra], precision, args.steps, args.warmup, folder, args.breakdown)
             if name.startswith("nvidia128"):
                 result["nvidia_images_per_s"] = NVIDIA_FIGURES[precision]
                 result["ratio_to_nvidia"] = result["images_per_s"] / NVIDIA_FIGURES[precision]
             results[name] = result
             print(f"{name}: {result['images_per_s']:.1f} img/s", flush=True)
+            if args.breakdown:
+                print(
+                    f"  convolutions: {result['convolution_share']:.0%} of the step at "
+                    f"{result['convolution_gflop_s']:.0f} GFLOP/s (matmul peak {result['matmul_peak_gflop_s']:.0f}); "
+                    + ", ".join(f"{op} {share:.1%}" for op, share in list(result["op_share"].items())[:6]),
+                    flush=True,
+                )
     report = {"machine": machine_info(torch.device("cpu")), "config": str(GAN_YAML.relative_to(ROOT)), "cases": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
