@@ -51,7 +51,15 @@ def test_the_report_writes_tables_claims_figures_and_every_run(tmp_path):
     for kimg, fd, top1 in [(50, 11.0, 86.0), (500, 2.8, 87.9)]:
         write_result(results, f"kimg{kimg}", 0, top1, {"figure4": f"{kimg} kimg"}, fd={"metric": "FD-x", "value": fd})
     write_result(
-        results, "squeeze", 0, 86.0, {"2": "squeeze"}, discrepancy={"measure": "FD", "value": 1.5, "images": 10}
+        results,
+        "squeeze",
+        0,
+        86.0,
+        {"2": "squeeze"},
+        discrepancy={"measure": "FD", "value": 1.5, "relative": 0.25, "images": 10},
+    )
+    write_result(  # made before the relative measure existed
+        results, "vicreg_syn", 0, 85.0, {"2": "VICReg, syn"}, discrepancy={"measure": "FD", "value": 1.0, "images": 10}
     )
 
     assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
@@ -61,9 +69,10 @@ def test_the_report_writes_tables_claims_figures_and_every_run(tmp_path):
     assert "| squeeze and span | 88.00 ± 0.40 | 3 | 500 | 5.0 | 92.54 |" in report
     assert "7. row c (T_phi without L_var and L_cov) collapses" in report and "**holds**" in report
     assert "1. squeeze > VICReg-syn and SimSiam-syn (same generated images): **not measured**" in report
-    assert "| squeeze | 1.500 | 86.00 |" in report
+    assert "| squeeze | 1.500 | 0.2500 | 86.00 |" in report
+    assert "| vicreg_syn | 1.000 |  | 85.00 |" in report
     runs = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
-    assert len(runs) == 3 * 3 + 1 + 1 + 2 + 1  # squeeze_span sits in two tables
+    assert len(runs) == 3 * 3 + 1 + 1 + 2 + 1 + 1  # squeeze_span sits in two tables
     figure4 = {"table": "figure4", "row": "500 kimg", "fd": 2.8, "top1": 87.9}
     assert any(figure4.items() <= run.items() for run in runs)
     assert (tmp_path / "out" / "figure4.png").stat().st_size > 1000

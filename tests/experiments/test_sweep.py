@@ -51,11 +51,27 @@ def test_a_sweep_writes_one_result_per_entry_and_seed_then_skips_them(learnable_
     assert result["tables"] == {"2": "squeeze and span"}
     assert 50 < result["top1"] <= 100  # the tiny data's two classes differ in brightness
     assert result["fd"]["metric"] == "FD-fashion_mnist-classifier" and result["fd"]["value"] > 0
-    assert result["discrepancy"]["value"] > 0
+    assert result["discrepancy"]["value"] > 0 and result["discrepancy"]["relative"] > 0
     pixels = json.loads((tmp_path / "results" / "pixels" / "seed0.json").read_text())
     assert pixels["top1"] > 90
     again = run_sweep(plan, device="cpu", progress=False)
     assert again.done == [] and len(again.skipped) == 4
+
+
+def test_a_finished_result_gets_the_relative_discrepancy_from_its_saved_run(
+    learnable_fashion_mnist, tiny_teacher, tmp_path
+):
+    plan = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher)
+    run_sweep(plan, device="cpu", progress=False, only=["squeeze_span"])
+    path = tmp_path / "results" / "squeeze_span" / "seed0.json"
+    measured = json.loads(path.read_text())
+    older = {**measured, "discrepancy": {"value": measured["discrepancy"]["value"]}}  # as results were made before
+    path.write_text(json.dumps(older))
+    outcome = run_sweep(plan, device="cpu", progress=False, only=["squeeze_span"])
+    assert outcome.done == []
+    completed = json.loads(path.read_text())
+    assert completed["discrepancy"]["relative"] == pytest.approx(measured["discrepancy"]["relative"], rel=0.02)
+    assert completed["top1"] == measured["top1"]  # the rest of the result is kept, not re-run
 
 
 def test_a_result_made_under_other_settings_is_refused_not_mixed_in(learnable_fashion_mnist, tiny_teacher, tmp_path):

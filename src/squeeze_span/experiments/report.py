@@ -6,7 +6,7 @@ It reads every result a sweep wrote (``RESULTS_DIR/NAME/seedS.json``) and writes
   paper's CIFAR-10 number), the paper's claims, each marked **holds**, **does not hold** or
   **within noise**, the representation discrepancy, and the runs at equal wall-clock time;
 - ``results.json``: every run, once per table it appears in: table, row, method, data, seed,
-  steps, seconds, top1 (and fd, discrepancy where measured);
+  steps, seconds, top1 (and fd, discrepancy, discrepancy_relative where measured);
 - ``table2.png`` (Table 2's rows with error bars) and ``figure4.png`` (top-1 against the
   teacher's FD), when those rows exist.
 
@@ -99,6 +99,12 @@ CLAIMS = (
         (("random_init", "kd_squeeze_novar_nocov"),),
     ),
 )
+
+
+def mean_and_spread(values: Sequence[float], digits: int) -> str:
+    """'mean ± std' over several values, the value alone for one."""
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.{digits}f}{spread}"
 
 
 def load_results(results_dir: str | Path) -> list[dict]:
@@ -210,6 +216,11 @@ def build_report(results_dir: str | Path, out: str | Path, plan: str | Path | No
             "seconds": result.get("seconds"),
             "top1": result["top1"],
             **{key: result[key]["value"] for key in ("fd", "discrepancy") if key in result},
+            **(
+                {"discrepancy_relative": result["discrepancy"]["relative"]}
+                if "relative" in result.get("discrepancy", {})
+                else {}
+            ),
         }
         for result in results
         for table, label in result.get("tables", {}).items()
@@ -309,14 +320,20 @@ def render_markdown(
             "## Representation discrepancy",
             "",
             f"{measure['measure']}: {measure['images']} generated images (the run's teacher) against "
-            f"{measure['images']} real train images.",
+            f"{measure['images']} real train images. FD carries the square of the features' scale, "
+            "which differs between methods, so it is also given relative to the real features' total "
+            "variance (FD / trace of their covariance).",
             "",
-            "| run | discrepancy | top-1 |",
-            "| --- | --- | --- |",
+            "| run | discrepancy (FD) | relative | top-1 |",
+            "| --- | --- | --- | --- |",
         ]
         for row in discrepancy:
-            values = [result["discrepancy"]["value"] for result in row.results]
-            spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-            lines.append(f"| {row.name} | {statistics.fmean(values):.3f}{spread} | {row.cell()} |")
+            cells = [
+                mean_and_spread([result["discrepancy"][key] for result in row.results], digits)
+                if all(key in result["discrepancy"] for result in row.results)
+                else ""
+                for key, digits in (("value", 3), ("relative", 4))
+            ]
+            lines.append(f"| {row.name} | {cells[0]} | {cells[1]} | {row.cell()} |")
         lines.append("")
     return "\n".join(lines)

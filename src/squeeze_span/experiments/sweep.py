@@ -6,6 +6,8 @@ sweep skips those and resumes an unfinished training run from its checkpoint
 a later session. A result made under other settings than the plan's now (its ``spec``) is
 stale: the sweep refuses to start until it is removed, rather than mix two settings in one
 table. An entry that fails with a user error is reported in one line and the sweep goes on.
+A finished result that lacks a measurement added to the sweep after it ran (the relative
+discrepancy) gets it from the run's saved backbone, when the run folder is still there.
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ def run_sweep(
     outcome = SweepOutcome(skipped=[f"{job.entry.name} seed {job.seed}" for job in finished])
     print(f"sweep {path}: {len(jobs)} runs, {len(finished)} finished before, {len(todo)} to run", flush=True)
     runner = Runner(plan, resolve_device(device), progress, command=["squeeze-span", "sweep", str(path)])
+    for job in finished:
+        completed = runner.complete(job, stored_result(job))
+        if completed is not None:
+            with atomic_write(job.result) as temporary:
+                temporary.write_text(json.dumps(completed, indent=2) + "\n")
+            print(f"{job.entry.name} seed {job.seed}: added the relative discrepancy", flush=True)
     spent: list[float] = []
     for index, job in enumerate(todo, 1):
         label = f"{job.entry.name} seed {job.seed}"
@@ -120,6 +128,18 @@ class Runner:
 
     def run(self, job: Job) -> dict[str, Any]:
         return getattr(self, f"_{job.entry.kind}")(job)
+
+    def complete(self, job: Job, result: dict[str, Any]) -> dict[str, Any] | None:
+        """``result`` with the relative discrepancy measured, when it lacks it and the run folder exists; else None."""
+        from squeeze_span.models import load_backbone
+        from squeeze_span.models.io import RUN_CHECKPOINT
+
+        if not job.entry.discrepancy or "relative" in result.get("discrepancy", {}):
+            return None
+        config = self._training_config(job)
+        if not (Path(config.output_dir) / RUN_CHECKPOINT).is_file():
+            return None
+        return {**result, "discrepancy": self._discrepancy(load_backbone(config.output_dir), config)}
 
     # -- the kinds -------------------------------------------------------------------------------------------
 
@@ -255,9 +275,14 @@ class Runner:
         real_side = real_statistics(real, extractor, **settings)
         generated = generated_statistics(load_generator(teacher), extractor, device=self.device, **settings)
         value = frechet_distance(real_side, generated)
+        # FD carries the square of the features' scale, which differs between methods; divided by the
+        # real features' total variance it compares runs whose features are scaled differently.
+        spread = float(real_side.covariance.trace())
         return {
             "measure": "FD in the student's pooled features",
             "value": round(value, 4),
+            "relative": round(value / spread, 5),
+            "relative_measure": "FD / trace of the real features' covariance",
             "teacher": teacher,
             "images": count,
         }
