@@ -91,11 +91,11 @@ def test_with_the_plan_rows_follow_its_order_and_missing_runs_are_listed(tmp_pat
 
     results = tmp_path / "results"
     write_result(results, "a_first_alphabetically", 0, 80.0, {"2": "second in the plan"})
-    write_result(results, "z_last_alphabetically", 0, 81.0, {"2": "first in the plan"})
+    write_result(results, "z_last_alphabetically", 0, 81.0, {"2": "the label when it ran"})
     plan = tmp_path / "plan.yaml"
     entries = [
-        {"name": "z_last_alphabetically", "kind": "pixels"},
-        {"name": "a_first_alphabetically", "kind": "pixels"},
+        {"name": "z_last_alphabetically", "kind": "pixels", "tables": {"2": "first in the plan"}},
+        {"name": "a_first_alphabetically", "kind": "pixels", "tables": {"2": "second in the plan", "longer": "added"}},
         {"name": "never_run", "kind": "pixels", "seeds": [0, 1]},
     ]
     plan.write_text(yaml.safe_dump({"entries": entries}))
@@ -103,4 +103,6 @@ def test_with_the_plan_rows_follow_its_order_and_missing_runs_are_listed(tmp_pat
     assert summary["pending"] == ["never_run seed 0", "never_run seed 1"]
     report = (tmp_path / "out" / "REPORT.md").read_text()
     assert report.index("first in the plan") < report.index("second in the plan")
+    assert "the label when it ran" not in report  # the plan's labels and tables win
+    assert "## Follow-up: the main rows trained longer" in report and "| added | 80.00 |" in report
     assert "**Not run yet** (2 of the plan's runs): never_run seed 0, never_run seed 1." in report

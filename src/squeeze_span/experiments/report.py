@@ -37,6 +37,7 @@ TABLE_TITLES = {
     "figure4": "Figure 4: accuracy against the teacher's quality",
     "lr_validation": "Follow-up: the learning rate, scored on the validation split (not test)",
     "longer": "Follow-up: the main rows trained longer",
+    "encoding": "Follow-up: what makes encoding beat vanilla latent distillation (claim 6)",
 }
 DEFAULT_SEED_STD = 0.5  # when no row has two seeds: the spread two seeds showed in studies/demo_tuning
 
@@ -179,7 +180,8 @@ def judge(claim: Claim, rows: dict[str, Row], pooled_std: float) -> dict[str, An
 def build_report(results_dir: str | Path, out: str | Path, plan: str | Path | None = None) -> dict[str, Any]:
     """Write REPORT.md, results.json and the figures into ``out``; return the claims' verdicts.
 
-    With the sweep's ``plan``, rows follow its entries' order and the runs it lacks are listed.
+    With the sweep's ``plan``, rows follow its entries' order, take its tables and labels, and the
+    runs it lacks are listed.
     """
     from squeeze_span.eval.plots import accuracy_against_fd, bars_with_errors
     from squeeze_span.experiments.plan import load_plan, seeds_of
@@ -191,6 +193,9 @@ def build_report(results_dir: str | Path, out: str | Path, plan: str | Path | No
         entries = sweep_plan.entries
         order = {entry.name: index for index, entry in enumerate(entries)}
         results.sort(key=lambda result: (order.get(result["name"], len(order)), result["seed"]))
+        # Tables and labels are presentation, not part of a result's spec: the plan's current ones win.
+        tables = {entry.name: dict(entry.tables) for entry in entries}
+        results = [{**result, "tables": tables.get(result["name"], result.get("tables", {}))} for result in results]
         done = {(result["name"], result["seed"]) for result in results}
         pending = [
             f"{entry.name} seed {seed}"
