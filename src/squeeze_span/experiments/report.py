@@ -36,6 +36,7 @@ TABLE_TITLES = {
     "equal_time": "The main rows at equal wall-clock time",
     "figure4": "Figure 4: accuracy against the teacher's quality",
     "lr_validation": "Follow-up: the learning rate, scored on the validation split (not test)",
+    "simsiam_rate": "Follow-up: SimSiam at its own rate, on test",
     "longer": "Follow-up: the main rows trained longer",
     "encoding": "Follow-up: what makes encoding beat vanilla latent distillation (claim 6)",
 }
