@@ -62,8 +62,11 @@ def test_the_report_writes_tables_claims_figures_and_every_run(tmp_path):
         results, "vicreg_syn", 0, 85.0, {"2": "VICReg, syn"}, discrepancy={"measure": "FD", "value": 1.0, "images": 10}
     )
 
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "FINDINGS.md").write_text("# why\n")
     assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
     report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "[FINDINGS.md](FINDINGS.md) explains why" in report
     assert "3. squeeze and span > VICReg-real: **holds**" in report
     assert "Every run is on CPU" in report
     assert "| squeeze and span | 88.00 ± 0.40 | 3 | 500 | 5.0 | 92.54 |" in report

@@ -40,6 +40,7 @@ TABLE_TITLES = {
     "longer": "Follow-up: the main rows trained longer",
     "encoding": "Follow-up: what makes encoding beat vanilla latent distillation (claim 6)",
 }
+FINDINGS = "FINDINGS.md"  # the hand-written explanations beside a report, linked when present
 DEFAULT_SEED_STD = 0.5  # when no row has two seeds: the spread two seeds showed in studies/demo_tuning
 
 
@@ -252,7 +253,9 @@ def build_report(results_dir: str | Path, out: str | Path, plan: str | Path | No
             points, out / "figure4.png", metric=figure4[0].results[0]["fd"]["metric"], baselines=baselines
         )
 
-    markdown = render_markdown(results, rows, claims, pooled_std, pooled_how, bool(figure4), pending)
+    markdown = render_markdown(
+        results, rows, claims, pooled_std, pooled_how, bool(figure4), pending, (out / FINDINGS).is_file()
+    )
     with atomic_write(out / "REPORT.md") as temporary:
         temporary.write_text(markdown)
     return {"claims": claims, "runs": len(results), "pending": pending}
@@ -266,6 +269,7 @@ def render_markdown(
     pooled_how: str,
     has_figure4: bool,
     pending: Sequence[str] = (),
+    has_findings: bool = False,
 ) -> str:
     lines = ["# Reproduction report", ""]
     machines = sorted({result.get("machine", "?") for result in results})
@@ -275,6 +279,11 @@ def render_markdown(
         lines.append("Every run is on CPU: no GPU was at hand, so none of the rows was trained longer on one.")
     if pending:
         lines.append(f"**Not run yet** ({len(pending)} of the plan's runs): {', '.join(pending)}.")
+    if has_findings:
+        lines.append(
+            f"Where the results depart from the paper, [{FINDINGS}]({FINDINGS}) explains why, "
+            "with the runs that test it."
+        )
     lines.append("")
     lines += ["## The paper's claims", ""]
     lines += [
