@@ -189,11 +189,14 @@ def test_figure4_draws_accuracy_against_fd(tmp_path):
         tmp_path / "figure4.png",
         metric="FD-fashion_mnist-classifier",
         baselines=[(87.3, "VICReg on real images"), (86.9, "VICReg on the mix")],
+        errors=[0.7, 0.46],
     )
     with Image.open(path) as image:
         assert image.size[0] > 400 and image.size[1] > 300
     with pytest.raises(ValueError, match="at least one"):
         accuracy_against_fd([], tmp_path / "empty.png", metric="FD")
+    with pytest.raises(ValueError, match="1 errors for 2 points"):
+        accuracy_against_fd([(11.4, 85.1, "a"), (2.8, 86.7, "b")], tmp_path / "bad.png", metric="FD", errors=[0.7])
 
 
 def test_the_bar_chart_has_a_bar_per_row_and_refuses_none(tmp_path):

@@ -124,29 +124,46 @@ def accuracy_against_fd(
     *,
     metric: str,
     baselines: Sequence[tuple[float, str]] = (),
+    errors: Sequence[float] | None = None,
     title: str = "",
 ) -> Path:
     """The paper's Figure 4: top-1 of students distilled from each snapshot against its FD (log scale).
 
-    ``points`` are ``(fd, top1, label)``, e.g. a snapshot's kimg; each of ``baselines`` is
-    ``(top1, label)`` of a method to compare with, drawn as a horizontal line. Written atomically.
+    ``points`` are ``(fd, top1, label)``, e.g. a snapshot's kimg; ``errors``, one per point, are
+    drawn as error bars (a seed std), so that a reader sees which steps of the curve are noise;
+    each of ``baselines`` is ``(top1, label)`` of a method to compare with, drawn as a horizontal
+    line. Written atomically.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter
 
     if not points:
         raise ValueError("Figure 4 needs at least one (fd, top1, label) point")
+    if errors is not None and len(errors) != len(points):
+        raise ValueError(f"Figure 4 got {len(errors)} errors for {len(points)} points")
     figure = Figure(figsize=(5.2, 3.8), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    points = sorted(points)
-    fds, top1s, labels = zip(*points)
-    axes.plot(fds, top1s, marker="o", label="Squeeze and Span")
-    for fd, top1, label in points:
-        axes.annotate(label, (fd, top1), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ordered = sorted(zip(points, errors or [0.0] * len(points)))
+    fds, top1s, labels = zip(*(point for point, _ in ordered))
+    axes.errorbar(
+        fds,
+        top1s,
+        yerr=[error for _, error in ordered] if errors is not None else None,
+        marker="o",
+        capsize=2,
+        label="Squeeze and Span",
+    )
+    for index, (fd, top1, label) in enumerate(zip(fds, top1s, labels)):
+        # Neighbours in FD alternate above and below, so that close snapshots' labels do not overlap.
+        offset = (4, 5) if index % 2 else (4, -11)
+        axes.annotate(label, (fd, top1), textcoords="offset points", xytext=offset, fontsize=6)
     for (top1, label), style in zip(baselines, ("-.", ":", "--")):
         axes.axhline(top1, linestyle=style, color="gray", label=label)
     axes.set_xscale("log")
+    for axis in (axes.xaxis.set_major_formatter, axes.xaxis.set_minor_formatter):
+        axis(FormatStrFormatter("%g"))
     axes.set_xlabel(f"{metric} of the teacher (log scale)")
     axes.set_ylabel("top-1 (%)")
     axes.legend(fontsize=8)

@@ -250,7 +250,12 @@ def build_report(results_dir: str | Path, out: str | Path, plan: str | Path | No
             if name in rows
         ]
         accuracy_against_fd(
-            points, out / "figure4.png", metric=figure4[0].results[0]["fd"]["metric"], baselines=baselines
+            points,
+            out / "figure4.png",
+            metric=figure4[0].results[0]["fd"]["metric"],
+            baselines=baselines,
+            errors=[pooled_std if row.std is None else row.std for row in figure4],
+            title=f"error bars: the seeds' std (one seed: the pooled {pooled_std:.2f})",
         )
 
     markdown = render_markdown(
