@@ -41,6 +41,16 @@ def test_a_run_writes_its_folder_and_losses_fall(learnable_fashion_mnist, tiny_t
     )
 
 
+def test_the_progress_bar_names_the_run_folder_as_well_as_the_method(
+    learnable_fashion_mnist, tiny_teacher, tmp_path, capsys
+):
+    """The demo trains squeeze_span twice (its VICReg is alpha 0): the folder tells the two bars apart."""
+    run = tmp_path / "vicreg_real"
+    overrides = tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run, **{"train.progress": True})
+    make_trainer([*overrides, "method.syn_ratio=0.0"]).fit()
+    assert f"train squeeze_span ({run})" in capsys.readouterr().err
+
+
 def test_the_batch_splits_by_syn_ratio(learnable_fashion_mnist, tiny_teacher, tmp_path):
     for ratio, expected in [(0.0, (0, 16)), (0.25, (4, 12)), (0.5, (8, 8)), (1.0, (16, 0))]:
         trainer = make_trainer(

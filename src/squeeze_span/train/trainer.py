@@ -307,7 +307,8 @@ class Trainer:
         main = self.dist.is_main
         self.run.open(self.step, changes, line)
         budgeted = train.budget_seconds is not None
-        desc = f"train {self.config.method.name}"
+        # The folder tells runs of one method apart (the demo's VICReg is squeeze_span at alpha 0).
+        desc = f"train {self.config.method.name} ({self.config.output_dir})"
         if budgeted:
             bar = self.run.progress(round(train.budget_seconds), round(self.elapsed_seconds), desc, train.progress, "s")
         else:
