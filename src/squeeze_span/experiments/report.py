@@ -63,7 +63,7 @@ class Row:
         return statistics.stdev(self.top1s) if len(self.top1s) > 1 else None
 
     def cell(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f}" if self.std is not None else f"{self.mean:.2f}"
+        return mean_and_spread(self.top1s, 2)
 
     def average(self, key: str) -> float:
         return statistics.fmean(result.get(key, 0) for result in self.results)

@@ -65,6 +65,11 @@ def stored_result(job: Job) -> dict | None:
     return result
 
 
+def write_result(job: Job, result: dict) -> None:
+    with atomic_write(job.result) as temporary:
+        temporary.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def run_sweep(
     path: str | Path, *, device: str = "auto", progress: bool = True, only: list[str] | None = None
 ) -> SweepOutcome:
@@ -76,16 +81,16 @@ def run_sweep(
         if unknown:
             raise ConfigError(f"--only {', '.join(unknown)}: not an entry of {path}")
         jobs = [job for job in jobs if job.entry.name in only]
-    finished = [job for job in jobs if stored_result(job) is not None]  # stale results stop the sweep here
+    stored = {job.result: stored_result(job) for job in jobs}  # stale results stop the sweep here
+    finished = [job for job in jobs if stored[job.result] is not None]
     todo = [job for job in jobs if job not in finished]
     outcome = SweepOutcome(skipped=[f"{job.entry.name} seed {job.seed}" for job in finished])
     print(f"sweep {path}: {len(jobs)} runs, {len(finished)} finished before, {len(todo)} to run", flush=True)
     runner = Runner(plan, resolve_device(device), progress, command=["squeeze-span", "sweep", str(path)])
     for job in finished:
-        completed = runner.complete(job, stored_result(job))
+        completed = runner.complete(job, stored[job.result])
         if completed is not None:
-            with atomic_write(job.result) as temporary:
-                temporary.write_text(json.dumps(completed, indent=2) + "\n")
+            write_result(job, completed)
             print(f"{job.entry.name} seed {job.seed}: added the relative discrepancy", flush=True)
     spent: list[float] = []
     for index, job in enumerate(todo, 1):
@@ -111,8 +116,7 @@ def run_sweep(
             machine=machine_description(runner.device),
             date=time.strftime("%Y-%m-%d"),
         )
-        with atomic_write(job.result) as temporary:
-            temporary.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(job, result)
         outcome.done.append(label)
         top1 = f"top-1 {result['top1']:.2f}" if "top1" in result else "done"
         print(f"[{index}/{len(todo)}] {label}: {top1} in {spent[-1] / 60:.1f} min", flush=True)
