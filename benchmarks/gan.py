@@ -18,7 +18,11 @@ call in a clock), and adds each op's share of the step and the convolutions' FLO
 own FLOP formulas). torch.profiler was not used for this: on these machines it doubles the step
 and inflates the small elementwise ops several-fold, which misled an earlier reading.
 
+``--device cuda`` times the same steps on a GPU (the breakdown is CPU-only: a GPU runs its ops
+asynchronously, so a clock around each call measures the launch, not the work).
+
     python benchmarks/gan.py [--steps 16] [--cases nvidia128_fp32,nvidia128_bf16,gan_yaml_bf16] [--breakdown]
+                             [--device cpu|cuda] [--extra key=value ...]
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ from torch.utils.flop_counter import flop_registry
 
 from squeeze_span.allocator import keep_freed_memory
 from squeeze_span.config import GanTrainingConfig, load_config
-from squeeze_span.runtime import machine_info
-from squeeze_span.train.bench import matmul_peak
+from squeeze_span.errors import ConfigError
+from squeeze_span.runtime import machine_info, resolve_device
+from squeeze_span.train.bench import matmul_peak, synchronizer
 from squeeze_span.train.gan import GanTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,14 +109,20 @@ def breakdown(trainer: GanTrainer, steps: int, precision: str) -> dict[str, obje
 
 
 def measure(
-    overrides: list[str], precision: str, steps: int, warmup: int, output_dir: str, op_breakdown: bool = False
+    overrides: list[str],
+    precision: str,
+    steps: int,
+    warmup: int,
+    output_dir: str,
+    device: torch.device,
+    op_breakdown: bool = False,
 ) -> dict[str, object]:
     config = load_config(
         GAN_YAML,
         [
             *overrides,
             f"train.precision={precision}",
-            "train.device=cpu",
+            f"train.device={device}",
             "train.progress=false",
             f"output_dir={output_dir}",
         ],
@@ -123,9 +134,12 @@ def measure(
     # Start at a multiple of r1_interval so that the timed steps hold exactly steps / interval R1 steps.
     while trainer.step % config.loss.r1_interval:
         trainer.train_step()
+    synchronize = synchronizer(device)
+    synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         trainer.train_step()
+    synchronize()
     seconds = time.perf_counter() - start
     parameters = {name: sum(p.numel() for p in getattr(trainer, name).parameters()) for name in ("G", "D")}
     details = breakdown(trainer, steps, precision) if op_breakdown else {}
@@ -148,15 +162,24 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every case (exploring)")
     parser.add_argument("--breakdown", action="store_true", help="also time the steps op by op")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gan.json"))
     args = parser.parse_args()
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as error:
+        parser.error(str(error))
+    if args.breakdown and device.type != "cpu":
+        parser.error("--breakdown times ops on the CPU only; drop it or use --device cpu")
     keep_freed_memory()  # as the CLI's train-gan does
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         for name in args.cases.split(","):
             overrides, precision = CASES[name]
-            result = measure([*overrides, *args.extra], precision, args.steps, args.warmup, folder, args.breakdown)
-            if name.startswith("nvidia128"):
+            result = measure(
+                [*overrides, *args.extra], precision, args.steps, args.warmup, folder, device, args.breakdown
+            )
+            if name.startswith("nvidia128") and device.type == "cpu":  # NVIDIA's figures are these CPUs'
                 result["nvidia_images_per_s"] = NVIDIA_FIGURES[precision]
                 result["ratio_to_nvidia"] = result["images_per_s"] / NVIDIA_FIGURES[precision]
             results[name] = result
@@ -168,7 +191,7 @@ def main() -> None:
                     + ", ".join(f"{op} {share:.1%}" for op, share in list(result["op_share"].items())[:6]),
                     flush=True,
                 )
-    report = {"machine": machine_info(torch.device("cpu")), "config": str(GAN_YAML.relative_to(ROOT)), "cases": results}
+    report = {"machine": machine_info(device), "config": str(GAN_YAML.relative_to(ROOT)), "cases": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
