@@ -18,11 +18,14 @@ call in a clock), and adds each op's share of the step and the convolutions' FLO
 own FLOP formulas). torch.profiler was not used for this: on these machines it doubles the step
 and inflates the small elementwise ops several-fold, which misled an earlier reading.
 
+``--compile`` runs G and D through torch.compile (inductor), R1 excepted: inductor has no double
+backward, so D's lazy R1 step runs the same D eagerly. The compile is counted apart, in the warm-up.
+
 ``--device cuda`` times the same steps on a GPU (the breakdown is CPU-only: a GPU runs its ops
 asynchronously, so a clock around each call measures the launch, not the work).
 
     python benchmarks/gan.py [--steps 16] [--cases nvidia128_fp32,nvidia128_bf16,gan_yaml_bf16] [--breakdown]
-                             [--device cpu|cuda] [--extra key=value ...]
+                             [--compile] [--device cpu|cuda] [--extra key=value ...]
 """
 
 from __future__ import annotations
@@ -108,6 +111,23 @@ def breakdown(trainer: GanTrainer, steps: int, precision: str) -> dict[str, obje
     }
 
 
+def compile_G_and_D(trainer: GanTrainer) -> None:
+    """G and D through torch.compile; the R1 step swaps the eager D back in (no double backward in inductor)."""
+    eager_D = trainer.D
+    compiled_D = torch.compile(eager_D)
+    trainer.G, trainer.D = torch.compile(trainer.G), compiled_D
+    r1_step = trainer.r1_step
+
+    def eager_r1_step(real: torch.Tensor) -> torch.Tensor:
+        trainer.D = eager_D
+        try:
+            return r1_step(real)
+        finally:
+            trainer.D = compiled_D
+
+    trainer.r1_step = eager_r1_step
+
+
 def measure(
     overrides: list[str],
     precision: str,
@@ -116,6 +136,7 @@ def measure(
     output_dir: str,
     device: torch.device,
     op_breakdown: bool = False,
+    compile_networks: bool = False,
 ) -> dict[str, object]:
     config = load_config(
         GAN_YAML,
@@ -129,8 +150,12 @@ def measure(
         GanTrainingConfig,
     )
     trainer = GanTrainer(config, command=["benchmark"])
+    if compile_networks:
+        compile_G_and_D(trainer)
+    start = time.perf_counter()
     for _ in range(warmup):
         trainer.train_step()
+    warmup_seconds = time.perf_counter() - start
     # Start at a multiple of r1_interval so that the timed steps hold exactly steps / interval R1 steps.
     while trainer.step % config.loss.r1_interval:
         trainer.train_step()
@@ -147,6 +172,8 @@ def measure(
         **details,
         "images_per_s": steps * config.train.batch_size / seconds,
         "seconds": seconds,
+        "warmup_seconds": warmup_seconds,
+        "compiled": compile_networks,
         "steps": steps,
         "batch_size": config.train.batch_size,
         "precision": precision,
@@ -162,6 +189,7 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every case (exploring)")
     parser.add_argument("--breakdown", action="store_true", help="also time the steps op by op")
+    parser.add_argument("--compile", action="store_true", help="G and D through torch.compile (R1 eager)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gan.json"))
     args = parser.parse_args()
@@ -177,7 +205,14 @@ def main() -> None:
         for name in args.cases.split(","):
             overrides, precision = CASES[name]
             result = measure(
-                [*overrides, *args.extra], precision, args.steps, args.warmup, folder, device, args.breakdown
+                [*overrides, *args.extra],
+                precision,
+                args.steps,
+                args.warmup,
+                folder,
+                device,
+                args.breakdown,
+                args.compile,
             )
             if name.startswith("nvidia128") and device.type == "cpu":  # NVIDIA's figures are these CPUs'
                 result["nvidia_images_per_s"] = NVIDIA_FIGURES[precision]
