@@ -10,6 +10,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
@@ -124,14 +125,22 @@ def load_torch_file(path: Path, map_location: Any = "cpu", *, what: str = "squee
     import torch  # fileio is imported where torch is not needed
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        refused = re.search(r"GLOBAL (\S+)", str(error))
-        asked = f"the global {refused.group(1)}" if refused else "something other than tensors, numbers and strings"
-        raise UnsafePickleError(
-            f"{path} asks for {asked}, which a {what} never holds; it was refused and nothing from the file was "
-            "executed. Use a file that squeeze-span wrote, from a source you trust"
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning would precede our one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        with open(path, "rb") as file:
+            zip_archive = file.read(4) == b"PK\x03\x04"  # what torch.save writes
+        refused = re.search(r"GLOBAL (\S+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
+        if refused or (zip_archive and isinstance(error, pickle.UnpicklingError)):
+            asked = f"the global {refused.group(1)}" if refused else "something other than tensors, numbers and strings"
+            raise UnsafePickleError(
+                f"{path} asks for {asked}, which a {what} never holds; it was refused and nothing from the file was "
+                "executed. Use a file that squeeze-span wrote, from a source you trust"
+            ) from None
+        # Outside a zip archive torch's reason is an unpickler's (for text, a bare number): not worth showing.
+        reason = (str(error).splitlines()[0] or type(error).__name__) if zip_archive else "not a torch zip archive"
+        raise CheckpointError(
+            f"{path} is not a readable {what} ({reason}); it is truncated or another kind of file: "
+            "copy it again, or pass another"
         ) from None
-    except Exception as error:  # torch raises RuntimeError, EOFError, ... for truncated or foreign files
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path} is not a readable {what} ({reason}); it may be truncated") from None

@@ -188,6 +188,13 @@ def test_truncated_file_is_corrupt(tmp_path):
     _expect(path, r"is not a safetensors file or is corrupt")
 
 
+@pytest.mark.parametrize("name", ["last.pt", "model.pth", "epoch=3.ckpt"])
+def test_a_torch_named_file_that_is_not_a_torch_archive_says_so(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"garbage")
+    _expect(path, r"is not a torch checkpoint or is corrupt \(it is not a torch zip archive\); pass a run folder")
+
+
 def test_a_foreign_torch_save_file_is_not_a_training_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
     torch.save({"student": resnet18_cifar(width=4).state_dict()}, path)

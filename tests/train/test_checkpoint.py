@@ -32,6 +32,32 @@ def test_a_checkpoint_that_asks_for_code_is_refused_naming_the_global(
     assert not pwned.exists()
 
 
+def test_a_truncated_checkpoint_is_one_line_with_torchs_reason(tmp_path):
+    path = save_checkpoint({"step": 3, "weights": torch.randn(64, 64)}, tmp_path / "last.pt")
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path} is not a readable squeeze-span checkpoint (") and "\n" not in message
+    assert "not a torch zip archive" not in message  # torch's own reason is shown for an archive
+    assert message.endswith("; it is truncated or another kind of file: copy it again, or pass another")
+
+
+def test_resuming_from_a_text_file_says_it_is_not_a_torch_archive(
+    learnable_fashion_mnist, tiny_teacher, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_text("not a checkpoint\n")
+    overrides = tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run, resume="auto")
+    assert main(["train", CONFIG, *overrides]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        f"CheckpointError: {run / 'checkpoints' / 'last.pt'} is not a readable squeeze-span checkpoint "
+        "(not a torch zip archive); it is truncated or another kind of file: copy it again, or pass another\n"
+    )
+
+
 def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
     path = tmp_path / "checkpoints" / "last.pt"
     save_checkpoint({"step": 3}, path)

@@ -39,6 +39,7 @@ RUN_CHECKPOINT = "checkpoints/last.pt"  # inside a run folder
 BACKBONE_PREFIX = "backbone."  # the backbone's weights in a training checkpoint's method state dict
 # A torch.save file is a zip archive; a safetensors file starts with its header length.
 ZIP_MAGIC = b"PK\x03\x04"
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 def save_backbone(model: ResNet, path: str | os.PathLike[str]) -> Path:
@@ -78,6 +79,11 @@ def load_backbone(path: str | os.PathLike[str], *, arch: str | None = None) -> R
         magic = file.read(len(ZIP_MAGIC))
     if magic == ZIP_MAGIC:
         return _backbone_from_training_checkpoint(path)
+    if path.suffix in TORCH_SUFFIXES:  # named as a torch file, so a safetensors complaint would mislead
+        raise CheckpointError(
+            f"{path} is not a torch checkpoint or is corrupt (it is not a torch zip archive); "
+            f"pass a run folder or its {RUN_CHECKPOINT}, copy the file again, or {EXPORT_HINT}"
+        )
     metadata, tensors = _read_safetensors(path)
     config = _backbone_config(path, metadata, tensors, arch)
     try:
