@@ -12,10 +12,13 @@ def pretend_gpus(monkeypatch, count: int) -> None:
 
 
 def test_auto_and_cpu_resolve_on_any_machine(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     pretend_gpus(monkeypatch, 0)
     assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu")
+    assert not torch.backends.cudnn.benchmark
     pretend_gpus(monkeypatch, 2)
     assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert torch.backends.cudnn.benchmark  # a GPU's loops repeat their shapes: cuDNN picks its fastest kernels
 
 
 @pytest.mark.parametrize(
