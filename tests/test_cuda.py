@@ -49,13 +49,13 @@ def test_a_run_trains_on_the_gpu_resumes_there_and_its_files_load_on_a_cpu(
     assert backbone(torch.randn(2, 1, 32, 32)).shape[0] == 2
 
 
-def test_the_teacher_renders_the_same_images_and_features_on_the_gpu_as_on_the_cpu(tiny_teacher):
+def test_the_teacher_renders_the_same_images_on_the_gpu_as_on_the_cpu(tiny_teacher):
     generator = load_generator(tiny_teacher).eval()
     z = torch.randn(4, generator.z_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         cpu = generator(z, None, noise_mode="const")
         gpu = generator.cuda()(z.cuda(), None, noise_mode="const").cpu()
-    # cuDNN may run float32 convolutions in TF32 (10-bit mantissa): agreement to about 1e-3 of the range.
+    # cuDNN may run float32 convolutions in TF32 (10-bit mantissa): agreement to about 1e-3 of the range; 1e-2 allowed.
     assert (gpu - cpu).abs().max() <= 1e-2 * cpu.abs().max()
 
 
