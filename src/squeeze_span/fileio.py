@@ -118,6 +118,15 @@ class RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
+TORCH_ARCHIVE_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
+def is_torch_archive(path: Path) -> bool:
+    """Whether ``path`` starts as torch.save's zip archive does (a safetensors file starts with its header length)."""
+    with open(path, "rb") as file:
+        return file.read(len(TORCH_ARCHIVE_MAGIC)) == TORCH_ARCHIVE_MAGIC
+
+
 def load_torch_file(path: Path, map_location: Any = "cpu", *, what: str = "squeeze-span checkpoint") -> Any:
     """``torch.load(path, weights_only=True)``, with one-line errors: a refused global is named (torch's own
     message advises turning the protection off, which a user must never be told), a truncated or foreign
@@ -129,8 +138,7 @@ def load_torch_file(path: Path, map_location: Any = "cpu", *, what: str = "squee
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        with open(path, "rb") as file:
-            zip_archive = file.read(4) == b"PK\x03\x04"  # what torch.save writes
+        zip_archive = is_torch_archive(path)
         refused = re.search(r"GLOBAL (\S+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
         if refused or (zip_archive and isinstance(error, pickle.UnpicklingError)):
             asked = f"the global {refused.group(1)}" if refused else "something other than tensors, numbers and strings"

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from squeeze_span import assets
 from squeeze_span.data import DATASET_INFO
 from squeeze_span.errors import CheckpointError, ConfigError
-from squeeze_span.fileio import atomic_write, load_torch_file
+from squeeze_span.fileio import atomic_write, is_torch_archive, load_torch_file
 from squeeze_span.models.resnet import BACKBONES, ResNet, build_backbone
 
 FORMAT = "squeeze-span-backbone"
@@ -37,8 +37,6 @@ METADATA_KEY = "squeeze_span"
 EXPORT_HINT = "make one with `squeeze-span export`"
 RUN_CHECKPOINT = "checkpoints/last.pt"  # inside a run folder
 BACKBONE_PREFIX = "backbone."  # the backbone's weights in a training checkpoint's method state dict
-# A torch.save file is a zip archive; a safetensors file starts with its header length.
-ZIP_MAGIC = b"PK\x03\x04"
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
@@ -75,9 +73,7 @@ def load_backbone(path: str | os.PathLike[str], *, arch: str | None = None) -> R
         raise CheckpointError(
             f"{path} is a folder without {RUN_CHECKPOINT}; pass a run folder, a checkpoint or a .safetensors backbone"
         )
-    with path.open("rb") as file:
-        magic = file.read(len(ZIP_MAGIC))
-    if magic == ZIP_MAGIC:
+    if is_torch_archive(path):
         return _backbone_from_training_checkpoint(path)
     if path.suffix in TORCH_SUFFIXES:  # named as a torch file, so a safetensors complaint would mislead
         raise CheckpointError(
