@@ -152,14 +152,15 @@ def measure(
     trainer = GanTrainer(config, command=["benchmark"])
     if compile_networks:
         compile_G_and_D(trainer)
+    synchronize = synchronizer(device)
     start = time.perf_counter()
     for _ in range(warmup):
         trainer.train_step()
+    synchronize()
     warmup_seconds = time.perf_counter() - start
     # Start at a multiple of r1_interval so that the timed steps hold exactly steps / interval R1 steps.
     while trainer.step % config.loss.r1_interval:
         trainer.train_step()
-    synchronize = synchronizer(device)
     synchronize()
     start = time.perf_counter()
     for _ in range(steps):

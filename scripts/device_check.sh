@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks, in one run of under 10 minutes, for a machine with a CUDA GPU:
-#   1. the CUDA tests (tests/test_cuda.py and the marked ones elsewhere);
+#   1. the tests marked `cuda` (tests/test_cuda.py and any other);
 #   2. `squeeze-span bench --device cuda`: the shipped teacher with the default student at batch 256
 #      and 1024, and the paper's setting (its CIFAR-10 generator, random, and a width-64 ResNet-18 on
 #      32x32 RGB) at batch 1024;
@@ -42,7 +42,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
     tail -n 4 "$OUT/$name.log"
 }
 
-step pytest_cuda 240 "$PYTHON" -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_cuda.py tests/generators
+step pytest_cuda 240 "$PYTHON" -m pytest -m cuda -q -rs -p no:cacheprovider tests
 bench=("$PYTHON" -m squeeze_span.cli bench --device "$DEVICE" --steps 20 --warmup 5)
 step bench_shipped_b256 90 "${bench[@]}" --batch 256 --json "$OUT/bench_shipped_b256.json"
 step bench_shipped_b1024 90 "${bench[@]}" --batch 1024 --json "$OUT/bench_shipped_b1024.json"
