@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from squeeze_span.cli import main
@@ -44,7 +45,8 @@ def write_plan(tmp_path: Path, data: Path, teacher: Path, **changes) -> Path:
 def test_a_sweep_writes_one_result_per_entry_and_seed_then_skips_them(learnable_fashion_mnist, tiny_teacher, tmp_path):
     plan = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher)
     outcome = run_sweep(plan, device="cpu", progress=False)
-    assert outcome.done == ["squeeze_span seed 0", "squeeze_span seed 1", "random_init seed 0", "pixels seed 0"]
+    # Seed by seed within a stage: every entry's first seed, then the second.
+    assert outcome.done == ["squeeze_span seed 0", "random_init seed 0", "pixels seed 0", "squeeze_span seed 1"]
     assert not outcome.failed
     result = json.loads((tmp_path / "results" / "squeeze_span" / "seed1.json").read_text())
     assert (result["method"], result["data"], result["seed"], result["steps"]) == ("squeeze_span", "mix", 1, 4)
@@ -143,3 +145,32 @@ def test_the_committed_results_were_made_under_the_committed_plan():
     for path in results:
         result = json.loads(path.read_text())
         assert result["spec_hash"] == spec_hash(entry_spec(plan, entries[result["name"]], result["seed"])), path
+
+
+def test_stages_run_in_order_and_a_claimed_run_is_left_to_its_sweep(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    from squeeze_span.experiments.sweep import claimed, jobs_of
+
+    plan = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher)
+    data = yaml.safe_load(plan.read_text())
+    data["entries"][0]["stage"] = 1  # squeeze_span after the two probes of stage 0
+    data["entries"][0]["keep_backbone"] = True
+    plan.write_text(yaml.safe_dump(data))
+    jobs = jobs_of(load_plan(plan))
+    assert [(job.entry.name, job.seed) for job in jobs] == [
+        ("random_init", 0),
+        ("pixels", 0),
+        ("squeeze_span", 0),
+        ("squeeze_span", 1),
+    ]
+    with claimed(load_plan(plan), jobs[0]) as mine:  # another sweep holds random_init
+        assert mine
+        outcome = run_sweep(plan, device="cpu", progress=False)
+    assert outcome.done == ["pixels seed 0", "squeeze_span seed 0", "squeeze_span seed 1"]
+    assert "random_init seed 0" in outcome.skipped
+    result = json.loads((tmp_path / "results" / "squeeze_span" / "seed0.json").read_text())
+    from squeeze_span.models import load_backbone
+
+    kept = load_backbone(tmp_path / "results" / "squeeze_span" / result["backbone"])
+    trained = load_backbone(tmp_path / "runs" / "squeeze_span" / "seed0")
+    for key, value in trained.state_dict().items():  # bf16 keeps 8 bits of mantissa
+        torch.testing.assert_close(kept.state_dict()[key], value, rtol=1 / 128, atol=1e-6, check_dtype=False)

@@ -28,6 +28,17 @@ The kinds:
 
 An entry's ``split: validation`` scores its probe on a held-out split of train instead of the
 plan's split: for choosing a setting (a learning rate, say) without looking at test.
+
+The order of the runs: entries of a lower ``stage`` first; within a stage, seed by seed (every
+entry's first seed, then every entry's second), so that a method and the baseline listed beside it
+finish together and each finished seed is already a comparison.
+
+How the report reads a row (none of these changes a result, so none is part of its spec):
+``row`` is the name the paper's claims know it by (``squeeze``, ``vicreg_syn``, ...; default: the
+entry's name), and ``variant`` sets a row apart from the default setting ("fp32", "width 32"):
+the claims are judged for each training length and variant among the rows that share them.
+``keep_backbone: true`` keeps the trained backbone (bf16 safetensors) beside the result, so that
+a later probe can score it again without training it again.
 """
 
 from __future__ import annotations
@@ -42,6 +53,8 @@ from squeeze_span.config import bounded, choice, load_config, to_dict
 from squeeze_span.errors import ConfigError
 
 KINDS = ("train", "random_init", "pixels", "discriminator")
+# Entry fields that say how a result is run in turn or read, not what it is: not part of its spec.
+PRESENTATION = ("seeds", "tables", "split", "stage", "row", "variant", "keep_backbone")
 
 
 @dataclass
@@ -57,6 +70,10 @@ class PlanEntry:
     fd: bool = False  # train: also the FD of the run's teacher against the real train images
     discrepancy: bool = False  # train: also the FD of its student's features, generated against real images
     split: Optional[str] = None  # the probe's evaluation split; None: the plan's (validation: for choosing settings)
+    stage: int = 0  # lower stages run first
+    row: Optional[str] = None  # the claims' name for this row; None: the entry's name
+    variant: str = ""  # a setting that sets this row apart from the default one ("fp32"); claims compare within one
+    keep_backbone: bool = False  # train: keep the backbone (bf16 safetensors) beside the result
 
 
 @dataclass
@@ -101,13 +118,17 @@ def seeds_of(plan: SweepPlan, entry: PlanEntry) -> list[int]:
     return list(entry.seeds if entry.seeds is not None else plan.seeds)
 
 
+def row_of(entry: PlanEntry) -> str:
+    return entry.row or entry.name
+
+
 def split_of(plan: SweepPlan, entry: PlanEntry) -> str:
     return entry.split or plan.split
 
 
 def entry_spec(plan: SweepPlan, entry: PlanEntry, seed: int) -> dict:
     """What decides an (entry, seed)'s result; a stored result with another spec is stale."""
-    spec = {key: value for key, value in to_dict(entry).items() if key not in ("seeds", "tables", "split")}
+    spec = {key: value for key, value in to_dict(entry).items() if key not in PRESENTATION}
     spec.update(seed=seed, dataset=plan.dataset, split=split_of(plan, entry))
     if entry.kind == "train":
         spec["plan_overrides"] = list(plan.overrides)

@@ -12,8 +12,11 @@ discrepancy) gets it from the run's saved backbone, when the run folder is still
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +45,37 @@ class SweepOutcome:
 
 
 def jobs_of(plan: SweepPlan) -> list[Job]:
+    """Every (entry, seed), in the order they run: by stage, then seed by seed, then as listed."""
+    ordered = sorted(
+        (
+            (entry.stage, round_, index, entry, seed)
+            for index, entry in enumerate(plan.entries)
+            for round_, seed in enumerate(seeds_of(plan, entry))
+        ),
+        key=lambda item: item[:3],
+    )
     return [
         Job(entry, seed, Path(plan.results_dir) / entry.name / f"seed{seed}.json", entry_spec(plan, entry, seed))
-        for entry in plan.entries
-        for seed in seeds_of(plan, entry)
+        for *_, entry, seed in ordered
     ]
+
+
+@contextmanager
+def claimed(plan: SweepPlan, job: Job) -> Iterator[bool]:
+    """Hold the job for this process (True), or say that another sweep holds it (False).
+
+    Two sweeps of one plan (one core each) then share its runs: each takes the next run that the
+    other has not. The lock is the operating system's, so a killed sweep leaves nothing held.
+    """
+    path = Path(plan.runs_dir) / ".claims" / f"{job.entry.name}-seed{job.seed}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def stored_result(job: Job) -> dict | None:
@@ -98,25 +127,30 @@ def run_sweep(
         eta = f"; about {sum(spent) / len(spent) * (len(todo) - index + 1) / 60:.0f} min left" if spent else ""
         print(f"[{index}/{len(todo)}] {label} ({job.entry.kind}){eta}", flush=True)
         started = time.perf_counter()
-        try:
-            result = runner.run(job)
-        except UserError as error:
-            outcome.failed.append(f"{label}: {type(error).__name__}: {error}")
-            print(f"[{index}/{len(todo)}] {label} failed: {type(error).__name__}: {error}", flush=True)
-            continue
-        spent.append(time.perf_counter() - started)
-        result.update(
-            name=job.entry.name,
-            kind=job.entry.kind,
-            seed=job.seed,
-            tables=dict(job.entry.tables),
-            spec=job.spec,
-            spec_hash=spec_hash(job.spec),
-            wall_seconds=round(spent[-1], 1),
-            machine=machine_description(runner.device),
-            date=time.strftime("%Y-%m-%d"),
-        )
-        write_result(job, result)
+        with claimed(plan, job) as mine:
+            if not mine or job.result.is_file():
+                outcome.skipped.append(label)
+                print(f"[{index}/{len(todo)}] {label}: taken by another sweep of this plan", flush=True)
+                continue
+            try:
+                result = runner.run(job)
+            except UserError as error:
+                outcome.failed.append(f"{label}: {type(error).__name__}: {error}")
+                print(f"[{index}/{len(todo)}] {label} failed: {type(error).__name__}: {error}", flush=True)
+                continue
+            spent.append(time.perf_counter() - started)
+            result.update(
+                name=job.entry.name,
+                kind=job.entry.kind,
+                seed=job.seed,
+                tables=dict(job.entry.tables),
+                spec=job.spec,
+                spec_hash=spec_hash(job.spec),
+                wall_seconds=round(spent[-1], 1),
+                machine=machine_description(runner.device),
+                date=time.strftime("%Y-%m-%d"),
+            )
+            write_result(job, result)
         outcome.done.append(label)
         top1 = f"top-1 {result['top1']:.2f}" if "top1" in result else "done"
         print(f"[{index}/{len(todo)}] {label}: {top1} in {spent[-1] / 60:.1f} min", flush=True)
@@ -149,7 +183,7 @@ class Runner:
 
     def _train(self, job: Job) -> dict[str, Any]:
         from squeeze_span.methods import METHODS
-        from squeeze_span.models import load_backbone
+        from squeeze_span.models import load_backbone, save_backbone
         from squeeze_span.train import Trainer
 
         config = self._training_config(job)
@@ -170,6 +204,9 @@ class Runner:
             result["fd"] = self._generator_fd(config.teacher.path)
         if job.entry.discrepancy:
             result["discrepancy"] = self._discrepancy(backbone, config)
+        if job.entry.keep_backbone:
+            kept = save_backbone(backbone, job.result.with_suffix(".safetensors"), dtype=torch.bfloat16)
+            result["backbone"] = kept.name
         return result
 
     def _random_init(self, job: Job) -> dict[str, Any]:

@@ -40,8 +40,11 @@ BACKBONE_PREFIX = "backbone."  # the backbone's weights in a training checkpoint
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
-def save_backbone(model: ResNet, path: str | os.PathLike[str]) -> Path:
+def save_backbone(model: ResNet, path: str | os.PathLike[str], *, dtype: torch.dtype | None = None) -> Path:
     """Write ``model``'s state dict and build arguments to ``path`` (a ``.safetensors`` file); return the path.
+
+    ``dtype`` (torch.bfloat16, say) stores the floating-point tensors in that type: half the size,
+    and ``load_backbone`` returns them in the model's own float32.
 
     The file is written next to its destination and then renamed into place, so a crash
     never leaves a half-written backbone under the final name.
@@ -50,7 +53,13 @@ def save_backbone(model: ResNet, path: str | os.PathLike[str]) -> Path:
         raise TypeError(f"save_backbone expects a squeeze_span ResNet, got {type(model).__name__}")
     path = Path(path)
     # safetensors wants contiguous CPU tensors; channels_last weights are not contiguous.
-    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    tensors = {
+        key: value.detach()
+        .cpu()
+        .to(dtype if dtype is not None and value.is_floating_point() else value.dtype)
+        .contiguous()
+        for key, value in model.state_dict().items()
+    }
     header = {"format": FORMAT, "version": VERSION, **model.config}
     with atomic_write(path) as temp:
         save_file(tensors, temp, metadata={METADATA_KEY: json.dumps(header)})
