@@ -27,7 +27,7 @@ def test_probe_random_init_on_real_format_data(learnable_fashion_mnist, tmp_path
     assert code == 0
     result = json.loads(out.read_text())
     assert result["linear"]["top1"] > 95.0
-    assert result["knn"]["top1"] > 95.0
+    assert set(result["knn"]) == {"20", "200"} and result["knn"]["200"]["top1"] > 95.0
     assert result["image_size"] == 32 and result["protocol"] == "fast"
     printed = capsys.readouterr().out
     assert "linear" in printed and f"{result['linear']['top1']:.2f}" in printed
@@ -343,3 +343,21 @@ def test_figure2_names_the_taps_a_factory_generator_lacks(factory_module, factor
         f"ConfigError: figure 2 taps StyleGAN's modules, and this {factory.title().replace('_', '')} lacks {missing}; "
         "use a StyleGAN2 generator (a .pkl, a convert-gan folder or a factory returning one)\n"
     )
+
+
+def test_probe_with_few_labels_and_both_knn_sizes(learnable_fashion_mnist, tmp_path, capsys):
+    out = tmp_path / "probe.json"
+    args = ["probe", "--random-init", "resnet18_cifar", "--width", "4", "--dataset", "fashion_mnist"]
+    args += ["--data", str(learnable_fashion_mnist), "--labels-per-class", "10", "--draws", "3", "--knn", "20"]
+    assert main([*args, "--json", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    few = result["few_labels"]["10"]
+    assert len(few["draws"]) == 3 and few["top1"] > 90  # brightness separates the two classes from 10 labels
+    assert set(result["knn"]) == {"20"}
+    assert "linear, 10 per class" in capsys.readouterr().out
+
+
+def test_few_labels_need_two_per_class(learnable_fashion_mnist, capsys):
+    args = ["probe", "--raw-pixels", "--dataset", "fashion_mnist", "--data", str(learnable_fashion_mnist)]
+    assert main([*args, "--labels-per-class", "1"]) == 2
+    assert "--labels-per-class" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from squeeze_span.validation import argument
 POSITIVE_INT = argument(int, min=1)
 POSITIVE_FLOAT = argument(float, above=0)
 FINITE_FLOAT = argument(float)
+DEFAULT_KNN_KS = (20, 200)
 
 
 def _probe(args: argparse.Namespace) -> None:
@@ -47,7 +48,7 @@ def _probe(args: argparse.Namespace) -> None:
         args.data,
         protocol=args.protocol,
         split=args.split,
-        knn=args.knn,
+        **protocol_arguments(args),
         size=args.size,
         device=device,
         precision=args.precision,
@@ -70,7 +71,7 @@ def _probe_discriminator(args: argparse.Namespace) -> None:
         args.data,
         protocol=args.protocol,
         split=args.split,
-        knn=args.knn,
+        **protocol_arguments(args),
         size=args.size,
         view="gan",
         device=resolve_device(args.device),
@@ -88,13 +89,22 @@ def _probe_discriminator(args: argparse.Namespace) -> None:
     _report_probe(result, f"D of {args.model} ({args.features}: {', '.join(features.tap_names)})", args)
 
 
+def protocol_arguments(args: argparse.Namespace) -> dict:
+    """probe_backbone's protocol arguments from the shared probe options."""
+    knn_ks = () if args.knn is None else tuple(args.knn) or DEFAULT_KNN_KS  # a bare --knn: the defaults
+    return {"knn_ks": knn_ks, "labels_per_class": tuple(args.labels_per_class or ()), "draws": args.draws}
+
+
 def _report_probe(result: dict, name: str, args: argparse.Namespace) -> None:
-    rows = [("linear", result["linear"])] + ([("knn (k=200)", result["knn"])] if "knn" in result else [])
     size = f"{result['image_size']} px ({result['image_size_source']})"
     print(f"\n{name} on {args.dataset} ({args.split} split, {size}, {args.protocol} protocol)")
-    print(f"{'probe':<14}{'top-1':>8}{'top-5':>8}")
-    for probe, accuracy in rows:
-        print(f"{probe:<14}{accuracy['top1']:>8.2f}{accuracy['top5']:>8.2f}")
+    print(f"{'probe':<22}{'top-1':>16}{'top-5':>8}")
+    print(f"{'linear, every label':<22}{result['linear']['top1']:>16.2f}{result['linear']['top5']:>8.2f}")
+    for k, accuracy in result.get("knn", {}).items():
+        print(f"{f'kNN, k={k}':<22}{accuracy['top1']:>16.2f}{accuracy['top5']:>8.2f}")
+    for n, few in result.get("few_labels", {}).items():
+        cell = f"{few['top1']:.2f} ± {few['std']:.2f}"
+        print(f"{f'linear, {n} per class':<22}{cell:>16}{'':>8}   ({len(few['draws'])} draws)")
     print(f"{result['seconds']:.0f} s on {result['machine']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -341,7 +351,24 @@ def add_probe_options(parser: argparse.ArgumentParser, *, size_help: str) -> Non
         default="test",
         help="validation: fit on 5/6 of train and score the held-out 1/6, for tuning (test is not read)",
     )
-    parser.add_argument("--knn", action="store_true", help="also report weighted kNN accuracy (k=200, T=0.1)")
+    parser.add_argument(
+        "--knn",
+        nargs="*",
+        type=POSITIVE_INT,
+        metavar="K",
+        help="also report weighted kNN accuracy (T=0.1) for each K (default, with no K: 20 and 200)",
+    )
+    parser.add_argument(
+        "--labels-per-class",
+        nargs="+",
+        type=argument(int, min=2),
+        metavar="N",
+        help="also fit the linear probe on N labelled train images per class (for each N), over --draws fixed "
+        "draws shared by every backbone, its weight decay cross-validated inside them; mean ± std on the split",
+    )
+    parser.add_argument(
+        "--draws", type=POSITIVE_INT, default=5, help="draws of labelled images for --labels-per-class (default 5)"
+    )
     parser.add_argument("--size", type=POSITIVE_INT, help=size_help)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--precision", choices=PRECISIONS, default="bf16")

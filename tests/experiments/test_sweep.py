@@ -23,6 +23,9 @@ def write_plan(tmp_path: Path, data: Path, teacher: Path, **changes) -> Path:
         "results_dir": str(tmp_path / "results"),
         "overrides": training,
         "fd_images": 40,
+        "knn_ks": [5],
+        "labels_per_class": [10],
+        "draws": 2,
         "entries": [
             {
                 "name": "squeeze_span",
@@ -174,3 +177,15 @@ def test_stages_run_in_order_and_a_claimed_run_is_left_to_its_sweep(learnable_fa
     trained = load_backbone(tmp_path / "runs" / "squeeze_span" / "seed0")
     for key, value in trained.state_dict().items():  # bf16 keeps 8 bits of mantissa
         torch.testing.assert_close(kept.state_dict()[key], value, rtol=1 / 128, atol=1e-6, check_dtype=False)
+
+    # Every protocol is recorded; one added to the plan later is measured on the kept backbone alone.
+    assert set(result["knn"]) == {"5"} and len(result["few_labels"]["10"]["draws"]) == 2
+    data["knn_ks"] = [5, 7]
+    plan.write_text(yaml.safe_dump(data))
+    (tmp_path / "runs" / "squeeze_span").rename(tmp_path / "gone")  # the run folder is gone, the kept file stays
+    run_sweep(plan, device="cpu", progress=False)
+    completed = json.loads((tmp_path / "results" / "squeeze_span" / "seed0.json").read_text())
+    assert set(completed["knn"]) == {"5", "7"} and completed["knn"]["5"] == result["knn"]["5"]
+    assert completed["top1"] == result["top1"] and completed["few_labels"] == result["few_labels"]
+    random_init = json.loads((tmp_path / "results" / "random_init" / "seed0.json").read_text())
+    assert set(random_init["knn"]) == {"5", "7"}  # run once the claim was let go, with both

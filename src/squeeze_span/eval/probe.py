@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from squeeze_span.data import load_dataset, normalization_stats, split_validation
 from squeeze_span.errors import ConfigError
 from squeeze_span.eval.features import OWN_SIZE, SIZE_GIVEN, extract_features, view_size
+from squeeze_span.eval.few_labels import DRAWS, few_label_probe
 from squeeze_span.eval.knn import knn_accuracy
 from squeeze_span.eval.linear import linear_probe_fast, linear_probe_paper
 from squeeze_span.runtime import machine_description
@@ -35,7 +38,10 @@ def probe_backbone(
     *,
     protocol: str = "fast",
     split: str = "test",
-    knn: bool = False,
+    knn_ks: Sequence[int] = (),
+    labels_per_class: Sequence[int] = (),
+    draws: int = DRAWS,
+    linear: bool = True,
     size: int | None = None,
     view: str = "backbone",
     device: torch.device,
@@ -45,6 +51,11 @@ def probe_backbone(
 ) -> dict:
     """Linear-probe (and optionally kNN-probe) `backbone` on the train/test splits of `dataset`.
 
+    The protocols: the linear probe on every label (``protocol``; ``linear=False`` skips it),
+    the weighted kNN for each k in ``knn_ks``, and the linear probe on N labelled images per
+    class for each N in ``labels_per_class``, over ``draws`` fixed draws (``few_label_probe``).
+    All of them share one extraction of the features.
+
     With ``split="validation"`` the probe fits on five sixths of train and scores the held-out
     sixth (``split_validation``); the test split is not read at all. The backbone sees views of
     ``size``, else of the size it was trained at, else of the dataset's view size (``view_size``).
@@ -53,7 +64,8 @@ def probe_backbone(
     dataset's statistics, as our backbones train; ``"gan"``, at ``size``, else at their own size,
     with pixels in [-1, 1], as a GAN's discriminator sees them (it fits them to its input).
 
-    Returns a JSON-ready dict: {"linear": {"top1", "top5", ...}, "knn": {...}, "image_size",
+    Returns a JSON-ready dict: {"linear": {"top1", "top5", ...}, "knn": {"20": {"top1", "top5"}, ...},
+    "few_labels": {"10": {"top1" (mean over draws), "std", "draws", "weight_decays"}, ...}, "image_size",
     "image_size_source" ("--size", "trained size", "dataset default" or "own size"), "seconds", ...}.
     """
     if protocol not in PROTOCOLS:
@@ -85,7 +97,7 @@ def probe_backbone(
         "image_size": size,
         "image_size_source": size_source,
     }
-    needs_features = protocol == "fast" or knn
+    needs_features = (linear and protocol == "fast") or knn_ks or labels_per_class
     if needs_features:
         train_x, train_y = extract_features(
             backbone, train_set, batch_size=batch_size, progress=progress, desc="features (train)", **settings
@@ -93,16 +105,23 @@ def probe_backbone(
         test_x, test_y = extract_features(
             backbone, test_set, batch_size=batch_size, progress=progress, desc=f"features ({split})", **settings
         )
-    if protocol == "fast":
-        linear = linear_probe_fast(train_x, train_y, test_x, test_y, num_classes)
-    else:
-        linear = linear_probe_paper(
+    if linear and protocol == "fast":
+        result["linear"] = asdict(linear_probe_fast(train_x, train_y, test_x, test_y, num_classes))
+    elif linear:
+        paper = linear_probe_paper(
             backbone, train_set, test_set, num_classes=num_classes, progress=progress, **settings
         )
-    result["linear"] = asdict(linear)
-    if knn:
+        result["linear"] = asdict(paper)
+    if knn_ks:
         labeled = train_y >= 0
-        result["knn"] = knn_accuracy(train_x[labeled], train_y[labeled], test_x, test_y, num_classes)
+        result["knn"] = {
+            str(k): knn_accuracy(train_x[labeled], train_y[labeled], test_x, test_y, num_classes, k=k) for k in knn_ks
+        }
+    if labels_per_class:
+        fits = tqdm(labels_per_class, desc="few-label probes", unit="N", disable=not progress)
+        result["few_labels"] = {
+            str(n): asdict(few_label_probe(train_x, train_y, test_x, test_y, num_classes, n, draws)) for n in fits
+        }
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["machine"] = machine_description(device)
     return result

@@ -87,12 +87,21 @@ class SweepPlan:
     split: str = choice("test", ("test", "validation"))  # the probe's evaluation split
     fd_images: int = bounded(10000, min=2)  # images a side for the FD and the discrepancy
     discrepancy_teacher: Optional[str] = None  # generated images for a run without a teacher
+    # The probe protocols every result records beside the linear probe on every label (added to
+    # finished results whose model is kept, so they are not part of a result's spec):
+    knn_ks: List[int] = field(default_factory=lambda: [20, 200])  # weighted kNN, each k
+    labels_per_class: List[int] = field(default_factory=lambda: [10, 100])  # few-label linear probes
+    draws: int = bounded(5, min=1)  # fixed draws of the labelled images for each few-label probe
     entries: List[PlanEntry] = field(default_factory=list)
 
 
 def load_plan(path: str | os.PathLike[str]) -> SweepPlan:
     """The plan in ``path``, checked: unique names, and what each kind needs."""
     plan = load_config(path, [], SweepPlan)
+    if any(k < 1 for k in plan.knn_ks):
+        raise ConfigError(f"{path}: knn_ks {plan.knn_ks} must be neighbour counts of at least 1")
+    if any(n < 2 for n in plan.labels_per_class):
+        raise ConfigError(f"{path}: labels_per_class {plan.labels_per_class} must be at least 2 (cross-validated)")
     seen: set[str] = set()
     for index, entry in enumerate(plan.entries):
         where = f"{path}: entries[{index}]"

@@ -7,7 +7,8 @@ a later session. A result made under other settings than the plan's now (its ``s
 stale: the sweep refuses to start until it is removed, rather than mix two settings in one
 table. An entry that fails with a user error is reported in one line and the sweep goes on.
 A finished result that lacks a measurement added to the sweep after it ran (the relative
-discrepancy) gets it from the run's saved backbone, when the run folder is still there.
+discrepancy, a probe protocol) gets it from the run's kept backbone or its run folder, when either
+is still there, and from a rebuilt model for the untrained kinds.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,7 @@ def run_sweep(
         completed = runner.complete(job, stored[job.result])
         if completed is not None:
             write_result(job, completed)
-            print(f"{job.entry.name} seed {job.seed}: added the relative discrepancy", flush=True)
+            print(f"{job.entry.name} seed {job.seed}: added the measurements it lacked", flush=True)
     spent: list[float] = []
     for index, job in enumerate(todo, 1):
         label = f"{job.entry.name} seed {job.seed}"
@@ -168,16 +169,50 @@ class Runner:
         return getattr(self, f"_{job.entry.kind}")(job)
 
     def complete(self, job: Job, result: dict[str, Any]) -> dict[str, Any] | None:
-        """``result`` with the relative discrepancy measured, when it lacks it and the run folder exists; else None."""
+        """``result`` with what the sweep measures now and it lacks (the relative discrepancy, a probe
+        protocol), measured on its model; None when nothing is missing or its model is gone."""
+        missing_discrepancy = job.entry.discrepancy and "relative" not in result.get("discrepancy", {})
+        missing = self._missing_protocols(result)
+        if not (missing_discrepancy or any(missing.values())):
+            return None
+        found = self._model_of(job)
+        if found is None:
+            return None
+        model, view, precision = found
+        completed = dict(result)
+        if missing_discrepancy:
+            completed["discrepancy"] = self._discrepancy(model, self._training_config(job))
+        if any(missing.values()):
+            probe = self._probe(job, model, precision=precision, view=view, linear=False, **missing)
+            for key in ("knn", "few_labels"):
+                completed[key] = {**result.get(key, {}), **probe.get(key, {})}
+        return completed
+
+    def _missing_protocols(self, result: dict[str, Any]) -> dict[str, list[int]]:
+        knn, few = result.get("knn", {}), result.get("few_labels", {})
+        return {
+            "knn_ks": [k for k in self.plan.knn_ks if str(k) not in knn],
+            "labels_per_class": [n for n in self.plan.labels_per_class if str(n) not in few],
+        }
+
+    def _model_of(self, job: Job) -> tuple[torch.nn.Module, str, str] | None:
+        """A finished job's model, how it sees images, and its precision; None when it is not kept."""
+        from squeeze_span.eval.probe import RawPixels
         from squeeze_span.models import load_backbone
         from squeeze_span.models.io import RUN_CHECKPOINT
 
-        if not job.entry.discrepancy or "relative" in result.get("discrepancy", {}):
-            return None
+        kind = job.entry.kind
+        if kind == "pixels":
+            return RawPixels(), "backbone", "bf16"
+        if kind == "random_init":
+            return self._untrained(job), "backbone", "bf16"
+        if kind == "discriminator":
+            return self._discriminator_features(job), "gan", "bf16"
         config = self._training_config(job)
-        if not (Path(config.output_dir) / RUN_CHECKPOINT).is_file():
-            return None
-        return {**result, "discrepancy": self._discrepancy(load_backbone(config.output_dir), config)}
+        for source in (job.result.with_suffix(".safetensors"), Path(config.output_dir) / RUN_CHECKPOINT):
+            if source.is_file():
+                return load_backbone(source), "backbone", config.train.precision
+        return None
 
     # -- the kinds -------------------------------------------------------------------------------------------
 
@@ -210,14 +245,8 @@ class Runner:
         return result
 
     def _random_init(self, job: Job) -> dict[str, Any]:
-        from squeeze_span.data import load_dataset
-        from squeeze_span.models import build_backbone
-
-        config = self._training_config(job)
-        torch.manual_seed(job.seed)
-        channels = load_dataset(self.plan.dataset, self.plan.data_root, "test").num_channels
-        backbone = build_backbone(config.model.backbone, in_channels=channels, width=config.model.width)
-        return {"method": "random_init", "data": None, "steps": 0, "seconds": 0.0, **self._probe(job, backbone)}
+        probe = self._probe(job, self._untrained(job))
+        return {"method": "random_init", "data": None, "steps": 0, "seconds": 0.0, **probe}
 
     def _pixels(self, job: Job) -> dict[str, Any]:
         from squeeze_span.eval.probe import RawPixels
@@ -225,13 +254,25 @@ class Runner:
         return {"method": "pixels", "data": None, "steps": 0, "seconds": 0.0, **self._probe(job, RawPixels())}
 
     def _discriminator(self, job: Job) -> dict[str, Any]:
-        from squeeze_span.generators import DiscriminatorFeatures, load_discriminator
-
-        features = DiscriminatorFeatures(load_discriminator(job.entry.model), job.entry.features)
-        probe = self._probe(job, features, view="gan")
+        probe = self._probe(job, self._discriminator_features(job), view="gan")
         return {"method": f"discriminator_{job.entry.features}", "data": None, "steps": 0, "seconds": 0.0, **probe}
 
     # -- shared parts ----------------------------------------------------------------------------------------
+
+    def _untrained(self, job: Job) -> torch.nn.Module:
+        """The backbone ``config`` builds, with the seed's initial weights."""
+        from squeeze_span.data import load_dataset
+        from squeeze_span.models import build_backbone
+
+        config = self._training_config(job)
+        torch.manual_seed(job.seed)
+        channels = load_dataset(self.plan.dataset, self.plan.data_root, "test").num_channels
+        return build_backbone(config.model.backbone, in_channels=channels, width=config.model.width)
+
+    def _discriminator_features(self, job: Job) -> torch.nn.Module:
+        from squeeze_span.generators import DiscriminatorFeatures, load_discriminator
+
+        return DiscriminatorFeatures(load_discriminator(job.entry.model), job.entry.features)
 
     def _training_config(self, job: Job):
         from squeeze_span.cli import load_training_config
@@ -249,7 +290,19 @@ class Runner:
             overrides.append(f"data.root={self.plan.data_root}")
         return load_training_config(job.entry.config, overrides)
 
-    def _probe(self, job: Job, backbone: torch.nn.Module, *, precision: str = "bf16", view: str = "backbone") -> dict:
+    def _probe(
+        self,
+        job: Job,
+        backbone: torch.nn.Module,
+        *,
+        precision: str = "bf16",
+        view: str = "backbone",
+        linear: bool = True,
+        knn_ks: Sequence[int] | None = None,
+        labels_per_class: Sequence[int] | None = None,
+    ) -> dict:
+        """The plan's probe protocols (or those named) on ``backbone``: top1/top5 of the linear probe on
+        every label, ``knn`` by k and ``few_labels`` by labels per class."""
         from squeeze_span.eval.probe import probe_backbone
 
         probe = probe_backbone(
@@ -261,13 +314,16 @@ class Runner:
             device=self.device,
             precision=precision,
             progress=self.progress,
+            linear=linear,
+            knn_ks=self.plan.knn_ks if knn_ks is None else knn_ks,
+            labels_per_class=self.plan.labels_per_class if labels_per_class is None else labels_per_class,
+            draws=self.plan.draws,
         )
-        linear = probe["linear"]
-        return {
-            "top1": linear["top1"],
-            "top5": linear["top5"],
-            "probe": {key: probe[key] for key in ("split", "protocol", "image_size", "seconds")},
-        }
+        result = {key: probe[key] for key in ("knn", "few_labels") if key in probe}
+        if linear:
+            result.update(top1=probe["linear"]["top1"], top5=probe["linear"]["top5"])
+            result["probe"] = {key: probe[key] for key in ("split", "protocol", "image_size", "seconds")}
+        return result
 
     def _real_fd_statistics(self, extractor: Any, key: str):
         """The real train images' statistics in ``extractor``'s features, computed once per sweep per ``key``."""
