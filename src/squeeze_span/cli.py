@@ -261,14 +261,16 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from squeeze_span.experiments.report import build_report
+    from squeeze_span.experiments.report import build_report, group_title
 
     summary = build_report(args.results, args.out, args.plan)
     print(f"report of {summary['runs']} runs written to {args.out}/REPORT.md (with results.json and the figures)")
     if summary["pending"]:
         print(f"  {len(summary['pending'])} of the plan's runs have no result yet: run the sweep to add them")
-    for number, claim in enumerate(summary["claims"], 1):
-        print(f"  claim {number}: {claim['claim']}: {claim['verdict']}")
+    for claim in summary["claims"]:
+        if claim["protocol"] == summary["primary"] and claim["verdict"] != "not measured":
+            where = group_title(claim["steps"], claim["variant"])
+            print(f"  {where}, claim {claim['number']}: {claim['claim']}: {claim['verdict']}")
 
 
 def _figure2(args: argparse.Namespace) -> None:

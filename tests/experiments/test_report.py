@@ -1,11 +1,11 @@
 import json
-import math
 
 import pytest
 
 from squeeze_span.cli import main
 from squeeze_span.errors import ConfigError
-from squeeze_span.experiments.report import Row, build_report, compare, pooled_seed_std
+from squeeze_span.experiments.comparison import compare_samples, pooled_std, welch_degrees_of_freedom
+from squeeze_span.experiments.report import build_report
 
 
 def write_result(results, name, seed, top1, tables, **extra):
@@ -16,27 +16,38 @@ def write_result(results, name, seed, top1, tables, **extra):
     path.write_text(json.dumps(record))
 
 
-def row(name, top1s):
-    return Row(name, name, [{"top1": value} for value in top1s])
+def test_welch_holds_beyond_its_95_percent_margin_and_is_within_noise_inside_it():
+    # stds 0.5 each, n 3: SE = sqrt(0.25/3 + 0.25/3) = 0.408, df 4, t(0.975, 4) = 2.776: margin 1.133;
+    # t = 2 / 0.408 = 4.899 gives p = 0.00805 (two-sided).
+    verdict = compare_samples([87, 87.5, 88], [85, 85.5, 86], fallback_std=9.0)
+    assert verdict["test"] == "Welch's t, 95%"
+    assert verdict["difference"] == pytest.approx(2.0)
+    assert verdict["margin"] == pytest.approx(1.1335, abs=1e-4)
+    assert verdict["p"] == pytest.approx(0.00805, abs=1e-5)
+    assert verdict["verdict"] == "holds"
+    assert compare_samples([85, 85.5, 86], [87, 87.5, 88], 9.0)["verdict"] == "does not hold"
+    # Twice the std: SE 0.816, margin 2.267 > 2: the same gap is noise now (2 SE would have called it).
+    assert compare_samples([86, 87, 88], [84, 85, 86], 9.0)["verdict"] == "within noise"
 
 
-def test_a_claim_holds_beyond_twice_the_standard_error_and_is_within_noise_inside_it():
-    a, b = row("a", [86, 87, 88]), row("b", [84, 85, 86])  # means 87 and 85, stds 1
-    margin = 2 * math.sqrt(1 / 3 + 1 / 3)  # 1.633
-    assert compare(a, b, pooled_std=9.0) == pytest.approx(
-        {"a": "a", "b": "b", "a_top1": 87, "b_top1": 85, "difference": 2, "margin": margin, "verdict": "holds"}
-    )
-    assert compare(b, a, 9.0)["verdict"] == "does not hold"
-    assert compare(row("c", [86, 87, 88]), row("d", [85, 86, 87]), 9.0)["verdict"] == "within noise"
-    # A one-seed row takes the pooled std: margin 2 * sqrt(1/3 + 0.5^2 / 1) = 1.53, difference 1.5.
-    assert compare(a, row("e", [85.5]), pooled_std=0.5)["verdict"] == "within noise"
+def test_welch_degrees_of_freedom_fall_towards_the_noisier_side():
+    # Equal variances and sizes: n_a + n_b - 2. One side exact: that side's n - 1 alone.
+    assert welch_degrees_of_freedom(1.0, 3, 1.0, 3) == pytest.approx(4.0)
+    assert welch_degrees_of_freedom(1.0, 3, 0.0, 5) == pytest.approx(2.0)
+    # (1/3 + 4/5)^2 / ((1/3)^2/2 + (4/5)^2/4) = 1.2844 / 0.2156 = 5.958
+    assert welch_degrees_of_freedom(1.0, 3, 4.0, 5) == pytest.approx(5.958, abs=1e-3)
+
+
+def test_a_one_seed_side_takes_the_pooled_std_and_twice_the_standard_error():
+    # margin 2 * sqrt(1/3 + 0.5^2 / 1) = 1.53 against a difference of 1.5
+    verdict = compare_samples([86, 87, 88], [85.5], fallback_std=0.5)
+    assert verdict["test"] == "2 SE, pooled seed std" and verdict["p"] is None
+    assert verdict["margin"] == pytest.approx(1.5275, abs=1e-4) and verdict["verdict"] == "within noise"
 
 
 def test_the_pooled_std_averages_the_variances_of_rows_with_seeds():
-    rows = {"a": row("a", [1, 3]), "b": row("b", [0, 0, 0]), "c": row("c", [5])}  # variances 2 and 0
-    std, how = pooled_seed_std(rows)
-    assert std == pytest.approx(1.0) and "2 rows" in how
-    assert pooled_seed_std({"c": row("c", [5])})[0] == 0.5
+    assert pooled_std([[1, 3], [0, 0, 0], [5]]) == pytest.approx(1.0)  # variances 2 and 0
+    assert pooled_std([[5]]) is None
 
 
 def test_the_report_writes_tables_claims_figures_and_every_run(tmp_path):
@@ -71,7 +82,10 @@ def test_the_report_writes_tables_claims_figures_and_every_run(tmp_path):
     assert "Every run is on CPU" in report
     assert "| squeeze and span | 88.00 ± 0.40 | 3 | 500 | 5.0 | 92.54 |" in report
     assert "7. row c (T_phi without L_var and L_cov) collapses" in report and "**holds**" in report
-    assert "1. squeeze > VICReg-syn and SimSiam-syn (same generated images): **not measured**" in report
+    # one seed each: the pooled std (0.32) gives a margin of 0.89 against a difference of 1.00
+    assert "1. squeeze > VICReg-syn and SimSiam-syn (same generated images): **holds**" in report
+    assert "   - also not run: simsiam_syn" in report
+    assert "Not measured here (a row of each is missing): claims 2, 4." in report
     assert "| squeeze | 1.500 | 0.2500 | 86.00 |" in report
     assert "| vicreg_syn | 1.000 |  | 85.00 |" in report
     runs = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
@@ -109,3 +123,46 @@ def test_with_the_plan_rows_follow_its_order_and_missing_runs_are_listed(tmp_pat
     assert "the label when it ran" not in report  # the plan's labels and tables win
     assert "## Follow-up: the main rows trained longer" in report and "| added | 80.00 |" in report
     assert "**Not run yet** (2 of the plan's runs): never_run seed 0, never_run seed 1." in report
+
+
+def test_the_length_study_is_judged_per_length_variant_and_protocol(tmp_path):
+    import yaml
+
+    results = tmp_path / "results"
+    entries = []
+
+    def add(name, row, steps, top1s, few10s, variant=""):
+        entries.append({"name": name, "kind": "pixels", "row": row, "variant": variant, "tables": {"length": name}})
+        for seed, (top1, few10) in enumerate(zip(top1s, few10s)):
+            protocols = {"few_labels": {"10": {"top1": few10}}, "knn": {"20": {"top1": top1 - 1}}}
+            write_result(results, name, seed, top1, {}, **protocols)
+            path = results / name / f"seed{seed}.json"
+            path.write_text(path.read_text().replace('"steps": 500', f'"steps": {steps}'))
+
+    add("squeeze_500", "squeeze", 500, [86.0, 86.1, 85.9], [70.0, 70.5, 69.5])
+    add("vicreg_syn_500", "vicreg_syn", 500, [86.0, 86.2, 85.8], [66.0, 66.5, 65.5])
+    add("squeeze_2000", "squeeze", 2000, [88.0, 88.1, 87.9], [74.0, 74.5, 73.5])
+    add("vicreg_syn_2000", "vicreg_syn", 2000, [87.0, 87.1, 86.9], [76.0, 76.5, 75.5])
+    add("fp32_squeeze_500", "squeeze", 500, [85.0, 85.1, 84.9], [60.0, 60.5, 59.5], variant="fp32")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"entries": entries, "primary_protocol": "linear_10"}))
+    summary = build_report(results, tmp_path / "out", plan)
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+
+    assert "Verdicts below are in the primary protocol, **linear, 10/class**." in report
+    first, second = report.index("### 500 steps"), report.index("### 2000 steps")
+    assert first < second and "### 500 steps, fp32" not in report  # no fp32 baseline: nothing to judge there
+    five_hundred = report[first:second]
+    # 10 labels a class: 70.0 vs 66.0 (stds 0.5) holds; the full linear probe: 86.0 vs 86.0, within noise
+    assert "1. squeeze > VICReg-syn and SimSiam-syn (same generated images): **holds**" in five_hundred
+    assert "squeeze 70.00 ± 0.50 (n=3) vs vicreg_syn 66.00 ± 0.50 (n=3): +4.00" in five_hundred
+    assert "| 1 | squeeze − vicreg_syn | +0.00 ±0.42 ~ | +4.00 ±1.13 ✓ | +0.00 ±0.42 ~ |" in five_hundred
+    assert "1. squeeze > VICReg-syn and SimSiam-syn (same generated images): **does not hold**" in report[second:]
+    # the fp32 row has no fp32 baseline: nothing of claim 1 is measured in its group
+    assert "fp32" not in "".join(claim["variant"] for claim in summary["claims"] if claim.get("comparisons"))
+    assert summary["primary"] == "linear_10"
+    assert "| linear, all labels | linear, 10/class | kNN, k=20 |" in report.replace("| row ", "|")[:100000]
+    assert (tmp_path / "out" / "length.png").stat().st_size > 1000
+    assert "![The main rows by training length, in every probe protocol](length.png)" in report
+    runs = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
+    assert runs[0]["protocols"] == {"linear": 86.0, "linear_10": 70.0, "knn_20": 85.0}

@@ -196,6 +196,40 @@ def bars_with_errors(
     return _save_figure(figure, path)
 
 
+def differences_against_length(
+    curves: dict[str, dict[str, Sequence[tuple[float, float, float]]]], path: str | os.PathLike[str]
+) -> Path:
+    """One panel per comparison: its difference (method minus baseline) against training steps,
+    one line per probe protocol, with the difference's standard error as error bars.
+
+    ``curves`` maps a panel's title to {protocol label: [(steps, difference, standard error)]}.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not curves:
+        raise ValueError("the length figure needs at least one comparison")
+    figure = Figure(figsize=(4.2 * len(curves), 3.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(1, len(curves), squeeze=False, sharey=True)[0]
+    for axes, (title, lines) in zip(panels, curves.items()):
+        for index, (label, points) in enumerate(lines.items()):
+            steps, differences, errors = zip(*sorted(points))
+            # Protocols side by side at each length, so that their error bars do not hide each other.
+            shifted = [step * 1.04 ** (index - (len(lines) - 1) / 2) for step in steps]
+            axes.errorbar(shifted, differences, yerr=errors, marker="o", capsize=2, label=label)
+        axes.axhline(0.0, color="gray", linewidth=0.8)
+        axes.set_xscale("log")
+        all_steps = sorted({point[0] for points in lines.values() for point in points})
+        axes.set_xticks(all_steps, [f"{step:g}" for step in all_steps])
+        axes.minorticks_off()
+        axes.set_xlabel("training steps (log scale)")
+        axes.set_title(title, fontsize=9)
+    panels[0].set_ylabel("difference in top-1 (points, ± SE)")
+    panels[-1].legend(fontsize=7)
+    return _save_figure(figure, path)
+
+
 def _save_figure(figure, path: str | os.PathLike[str]) -> Path:
     """Write a matplotlib figure atomically, in the format its suffix names (.png, .pdf, .svg)."""
     path = Path(path)

@@ -92,6 +92,9 @@ class SweepPlan:
     knn_ks: List[int] = field(default_factory=lambda: [20, 200])  # weighted kNN, each k
     labels_per_class: List[int] = field(default_factory=lambda: [10, 100])  # few-label linear probes
     draws: int = bounded(5, min=1)  # fixed draws of the labelled images for each few-label probe
+    # The protocol whose verdicts the report states first ("linear", "linear_10", "knn_20", ...):
+    # chosen on how far it sets the floors from the ceiling, before looking at the method rows.
+    primary_protocol: str = "linear"
     entries: List[PlanEntry] = field(default_factory=list)
 
 

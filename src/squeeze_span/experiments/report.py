@@ -6,19 +6,21 @@ It reads every result a sweep wrote (``RESULTS_DIR/NAME/seedS.json``) and writes
   paper's CIFAR-10 number), the paper's claims, each marked **holds**, **does not hold** or
   **within noise**, the representation discrepancy, and the runs at equal wall-clock time;
 - ``results.json``: every run, once per table it appears in: table, row, method, data, seed,
-  steps, seconds, top1 (and fd, discrepancy, discrepancy_relative where measured);
-- ``table2.png`` (Table 2's rows with error bars) and ``figure4.png`` (top-1 against the
-  teacher's FD), when those rows exist.
+  steps, seconds, top1, its top-1 under each probe protocol it measured (and fd, discrepancy,
+  discrepancy_relative where measured); and every claim's verdict with the numbers behind it;
+- ``table2.png`` (Table 2's rows with error bars), ``figure4.png`` (top-1 against the
+  teacher's FD) and ``length.png`` (each claim's difference against training length, per
+  protocol), when those rows exist.
 
-A claim "a > b" holds when mean(a) - mean(b) exceeds twice its standard error,
-sqrt(s_a^2 / n_a + s_b^2 / n_b), does not hold when it is below minus that, and is within
-noise otherwise. A row with one seed takes the pooled seed std of the rows with several.
+The claims are judged for each group of comparable rows (one training length and variant; the
+untrained rows join every group) and each probe protocol the rows measured, by
+:func:`squeeze_span.experiments.comparison.compare_samples` (Welch's t-test at 95% with several
+seeds a side).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from typing import Any
 
 from squeeze_span.errors import ConfigError
 from squeeze_span.experiments import paper
+from squeeze_span.experiments.comparison import combine, compare_samples, mean_and_spread, pooled_std
 from squeeze_span.fileio import atomic_write
 
 TABLE_TITLES = {
@@ -39,9 +42,39 @@ TABLE_TITLES = {
     "simsiam_rate": "Follow-up: SimSiam at its own rate, on test",
     "longer": "Follow-up: the main rows trained longer",
     "encoding": "Follow-up: what makes encoding beat vanilla latent distillation (claim 6)",
+    "floors": "The floors and the ceiling, in every probe protocol",
+    "length": "The main rows by training length, in every probe protocol",
 }
 FINDINGS = "FINDINGS.md"  # the hand-written explanations beside a report, linked when present
 DEFAULT_SEED_STD = 0.5  # when no row has two seeds: the spread two seeds showed in studies/demo_tuning
+
+
+# The probe protocols a result may carry, by the key the report uses: the linear probe on every
+# label (the result's top1), on N labels per class (few_labels), the weighted kNN (knn).
+LINEAR = "linear"
+
+
+def protocol_value(result: dict, protocol: str) -> float | None:
+    """The result's top-1 under ``protocol`` ("linear", "linear_10", "knn_20", ...); None if not measured."""
+    if protocol == LINEAR:
+        return result.get("top1")
+    family, _, size = protocol.partition("_")
+    source = {"linear": "few_labels", "knn": "knn"}.get(family)
+    return result.get(source, {}).get(size, {}).get("top1") if source else None
+
+
+def protocol_label(protocol: str) -> str:
+    if protocol == LINEAR:
+        return "linear, all labels"
+    family, _, size = protocol.partition("_")
+    return f"linear, {size}/class" if family == "linear" else f"kNN, k={size}"
+
+
+def protocols_in(results: Sequence[dict]) -> list[str]:
+    """Every protocol some result carries: all labels, then fewer and fewer labels, then kNN by k."""
+    few = {int(n) for result in results for n in result.get("few_labels", {})}
+    knn = {int(k) for result in results for k in result.get("knn", {})}
+    return [LINEAR, *(f"linear_{n}" for n in sorted(few, reverse=True)), *(f"knn_{k}" for k in sorted(knn))]
 
 
 @dataclass
@@ -49,10 +82,21 @@ class Row:
     name: str  # the plan's entry name
     label: str
     results: list[dict]
+    key: str = ""  # the claims' name for the row (the plan's ``row``); "": the entry's name
+    variant: str = ""  # the setting that sets it apart ("fp32"); claims compare rows of one variant
+
+    @property
+    def claim_name(self) -> str:
+        return self.key or self.name
 
     @property
     def top1s(self) -> list[float]:
-        return [result["top1"] for result in self.results]
+        return self.values(LINEAR)
+
+    def values(self, protocol: str) -> list[float]:
+        """One value per seed under ``protocol``; empty unless every seed measured it."""
+        values = [protocol_value(result, protocol) for result in self.results]
+        return [] if None in values else values
 
     @property
     def mean(self) -> float:
@@ -62,8 +106,14 @@ class Row:
     def std(self) -> float | None:
         return statistics.stdev(self.top1s) if len(self.top1s) > 1 else None
 
-    def cell(self) -> str:
-        return mean_and_spread(self.top1s, 2)
+    @property
+    def steps(self) -> int:
+        """The row's training length (the median over seeds: a time budget gives each its own)."""
+        return round(statistics.median(result.get("steps") or 0 for result in self.results))
+
+    def cell(self, protocol: str = LINEAR) -> str:
+        values = self.values(protocol)
+        return mean_and_spread(values, 2) if values else ""
 
     def average(self, key: str) -> float:
         return statistics.fmean(result.get(key, 0) for result in self.results)
@@ -104,12 +154,6 @@ CLAIMS = (
 )
 
 
-def mean_and_spread(values: Sequence[float], digits: int) -> str:
-    """'mean ± std' over several values, the value alone for one."""
-    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-    return f"{statistics.fmean(values):.{digits}f}{spread}"
-
-
 def load_results(results_dir: str | Path) -> list[dict]:
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
@@ -125,235 +169,429 @@ def load_results(results_dir: str | Path) -> list[dict]:
     return results
 
 
-def rows_of(results: Sequence[dict], table: str) -> list[Row]:
+@dataclass(frozen=True)
+class RowInfo:
+    """How the plan says to read an entry's results: its claims' name and its variant."""
+
+    key: str = ""
+    variant: str = ""
+
+
+def rows_of(results: Sequence[dict], table: str, info: dict[str, RowInfo] | None = None) -> list[Row]:
     """The rows of ``table``, in the order the sweep's entries first appear."""
     rows: dict[str, Row] = {}
     for result in results:
         label = result.get("tables", {}).get(table)
         if label is not None:
-            rows.setdefault(result["name"], Row(result["name"], label, [])).results.append(result)
+            row = rows.setdefault(result["name"], _row(result["name"], label, info))
+            row.results.append(result)
     return list(rows.values())
 
 
-def all_rows(results: Sequence[dict]) -> dict[str, Row]:
+def all_rows(results: Sequence[dict], info: dict[str, RowInfo] | None = None) -> dict[str, Row]:
     rows: dict[str, Row] = {}
     for result in results:
-        rows.setdefault(result["name"], Row(result["name"], result["name"], [])).results.append(result)
+        rows.setdefault(result["name"], _row(result["name"], result["name"], info)).results.append(result)
     return rows
 
 
-def pooled_seed_std(rows: dict[str, Row]) -> tuple[float, str]:
-    variances = [row.std**2 for row in rows.values() if row.std is not None]
-    if not variances:
-        return DEFAULT_SEED_STD, f"no row has two seeds; assumed {DEFAULT_SEED_STD} (studies/demo_tuning)"
-    pooled = math.sqrt(statistics.fmean(variances))
-    return pooled, f"pooled over the {len(variances)} rows with several seeds"
+def _row(name: str, label: str, info: dict[str, RowInfo] | None) -> Row:
+    row_info = (info or {}).get(name, RowInfo())
+    return Row(name, label, [], row_info.key, row_info.variant)
 
 
-def compare(a: Row, b: Row, pooled_std: float) -> dict[str, Any]:
-    """The verdict on "a > b" (see the module's docstring)."""
-    std_a, std_b = (row.std if row.std is not None else pooled_std for row in (a, b))
-    error = math.sqrt(std_a**2 / len(a.top1s) + std_b**2 / len(b.top1s))
-    difference = a.mean - b.mean
-    verdict = "holds" if difference > 2 * error else "does not hold" if difference < -2 * error else "within noise"
+def claim_groups(rows: dict[str, Row]) -> dict[tuple[int, str], dict[str, Row]]:
+    """The rows that claims may compare, by (training length, variant), each under its claims' name.
+
+    A row that did not train (a floor, a discriminator) belongs to every group, and to a group of
+    its own (length 0) for the claims between untrained rows alone; two trained rows are compared
+    only at the same length and variant.
+    """
+    untrained = {row.claim_name: row for row in rows.values() if row.steps == 0}
+    groups: dict[tuple[int, str], dict[str, Row]] = {(0, ""): dict(untrained)} if untrained else {}
+    for row in rows.values():
+        if row.steps > 0:
+            groups.setdefault((row.steps, row.variant), dict(untrained))[row.claim_name] = row
+    return dict(sorted(groups.items(), key=lambda item: (item[0][1] != "", item[0][1], item[0][0])))
+
+
+def group_title(steps: int, variant: str) -> str:
+    return ", ".join(part for part in (f"{steps} steps" if steps else "untrained", variant) if part)
+
+
+def pooled_stds(rows: dict[str, Row], protocols: Sequence[str]) -> dict[str, tuple[float, str]]:
+    """Per protocol: the pooled seed std of the rows with several seeds, and how it was found."""
+    pooled = {}
+    for protocol in protocols:
+        samples = [row.values(protocol) for row in rows.values()]
+        std = pooled_std(samples)
+        count = sum(len(values) > 1 for values in samples)
+        pooled[protocol] = (
+            (std, f"pooled over the {count} rows with several seeds")
+            if std is not None
+            else (DEFAULT_SEED_STD, f"no row has two seeds; assumed {DEFAULT_SEED_STD} (studies/demo_tuning)")
+        )
+    return pooled
+
+
+def judge(claim: Claim, rows: dict[str, Row], protocol: str, fallback_std: float) -> dict[str, Any]:
+    """The claim in one group of rows under one protocol, from the pairs measured there."""
+    measured = [(a, b) for a, b in claim.pairs if rows.get(a) and rows.get(b)]
+    measured = [(a, b) for a, b in measured if rows[a].values(protocol) and rows[b].values(protocol)]
+    missing = sorted({name for pair in claim.pairs for name in pair} - set(rows))
+    if not measured:
+        return {"claim": claim.text, "protocol": protocol, "verdict": "not measured", "missing": missing}
+    comparisons = [
+        compare_samples(rows[a].values(protocol), rows[b].values(protocol), fallback_std, a_name=a, b_name=b)
+        for a, b in measured
+    ]
+    verdict = combine([comparison["verdict"] for comparison in comparisons])
     return {
-        "a": a.name,
-        "b": b.name,
-        "a_top1": a.mean,
-        "b_top1": b.mean,
-        "difference": difference,
-        "margin": 2 * error,
+        "claim": claim.text,
+        "protocol": protocol,
         "verdict": verdict,
+        "comparisons": comparisons,
+        "missing": missing,
     }
 
 
-def judge(claim: Claim, rows: dict[str, Row], pooled_std: float) -> dict[str, Any]:
-    missing = sorted({name for pair in claim.pairs for name in pair} - set(rows))
-    if missing:
-        return {"claim": claim.text, "verdict": "not measured", "missing": missing, "comparisons": []}
-    comparisons = [compare(rows[a], rows[b], pooled_std) for a, b in claim.pairs]
-    verdicts = {comparison["verdict"] for comparison in comparisons}
-    verdict = (
-        "does not hold" if "does not hold" in verdicts else "within noise" if "within noise" in verdicts else "holds"
-    )
-    return {"claim": claim.text, "verdict": verdict, "comparisons": comparisons}
+def judge_all(rows: dict[str, Row], protocols: Sequence[str]) -> list[dict[str, Any]]:
+    """Every claim, in every group of comparable rows, under every protocol that group measured."""
+    pooled = pooled_stds(rows, protocols)
+    verdicts = []
+    for (steps, variant), group in claim_groups(rows).items():
+        trained = {name for name, row in group.items() if row.steps > 0}
+        judged = []
+        for number, claim in enumerate(CLAIMS, 1):
+            names = {name for pair in claim.pairs for name in pair}
+            if steps > 0 and not names & trained:
+                continue  # between untrained rows only: judged once, in the untrained group
+            for protocol in protocols:
+                verdict = judge(claim, group, protocol, pooled[protocol][0])
+                if verdict["verdict"] != "not measured" or protocol == LINEAR:
+                    judged.append({"number": number, "steps": steps, "variant": variant, **verdict})
+        if any(verdict["verdict"] != "not measured" for verdict in judged):
+            verdicts += judged
+    return verdicts
 
 
 def build_report(results_dir: str | Path, out: str | Path, plan: str | Path | None = None) -> dict[str, Any]:
     """Write REPORT.md, results.json and the figures into ``out``; return the claims' verdicts.
 
-    With the sweep's ``plan``, rows follow its entries' order, take its tables and labels, and the
-    runs it lacks are listed.
+    With the sweep's ``plan``, rows follow its entries' order, take its tables, labels, claims'
+    names and variants, and the runs it lacks are listed.
     """
-    from squeeze_span.eval.plots import accuracy_against_fd, bars_with_errors
-    from squeeze_span.experiments.plan import load_plan, seeds_of
-
     results = load_results(results_dir)
-    pending: list[str] = []
-    if plan is not None:
-        sweep_plan = load_plan(plan)
-        entries = sweep_plan.entries
-        order = {entry.name: index for index, entry in enumerate(entries)}
-        results.sort(key=lambda result: (order.get(result["name"], len(order)), result["seed"]))
-        # Tables and labels are presentation, not part of a result's spec: the plan's current ones win.
-        tables = {entry.name: dict(entry.tables) for entry in entries}
-        results = [{**result, "tables": tables.get(result["name"], result.get("tables", {}))} for result in results]
-        done = {(result["name"], result["seed"]) for result in results}
-        pending = [
-            f"{entry.name} seed {seed}"
-            for entry in entries
-            for seed in seeds_of(sweep_plan, entry)
-            if (entry.name, seed) not in done
-        ]
+    results, info, pending, primary = _apply_plan(results, plan)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = all_rows(results)
-    pooled_std, pooled_how = pooled_seed_std(rows)
-    claims = [judge(claim, rows, pooled_std) for claim in CLAIMS]
-
-    records = [
-        {
-            "table": table,
-            "row": label,
-            "name": result["name"],
-            "method": result.get("method"),
-            "data": result.get("data"),
-            "seed": result["seed"],
-            "steps": result.get("steps"),
-            "seconds": result.get("seconds"),
-            "top1": result["top1"],
-            **{key: result[key]["value"] for key in ("fd", "discrepancy") if key in result},
-            **(
-                {"discrepancy_relative": result["discrepancy"]["relative"]}
-                if "relative" in result.get("discrepancy", {})
-                else {}
-            ),
-        }
-        for result in results
-        for table, label in result.get("tables", {}).items()
-    ]
+    rows = all_rows(results, info)
+    protocols = protocols_in(results)
+    claims = judge_all(rows, protocols)
     with atomic_write(out / "results.json") as temporary:
-        temporary.write_text(json.dumps({"runs": records, "claims": claims}, indent=2) + "\n")
+        temporary.write_text(json.dumps({"runs": run_records(results, protocols), "claims": claims}, indent=2) + "\n")
+    figures = draw_figures(results, rows, claims, protocols, out, info)
+    context = ReportContext(results, rows, claims, protocols, primary, figures, pending, (out / FINDINGS).is_file())
+    with atomic_write(out / "REPORT.md") as temporary:
+        temporary.write_text(render_markdown(context, info))
+    return {"claims": claims, "runs": len(results), "pending": pending, "primary": context_primary(claims, primary)}
 
-    table2 = rows_of(results, "2")
+
+def context_primary(claims: Sequence[dict], primary: str) -> str:
+    """The primary protocol, or the full linear probe when no claim was judged in it."""
+    return primary if any(claim["protocol"] == primary for claim in claims) else LINEAR
+
+
+def _apply_plan(results: list[dict], plan: str | Path | None) -> tuple[list[dict], dict[str, RowInfo], list[str], str]:
+    """The results in the plan's order with its tables and labels, how it reads each row, the runs it
+    lacks, and its primary protocol; without a plan, the results as they are."""
+    from squeeze_span.experiments.plan import load_plan, row_of, seeds_of
+
+    if plan is None:
+        return results, {}, [], LINEAR
+    sweep_plan = load_plan(plan)
+    entries = sweep_plan.entries
+    order = {entry.name: index for index, entry in enumerate(entries)}
+    results = sorted(results, key=lambda result: (order.get(result["name"], len(order)), result["seed"]))
+    # Tables and labels are presentation, not part of a result's spec: the plan's current ones win.
+    tables = {entry.name: dict(entry.tables) for entry in entries}
+    results = [{**result, "tables": tables.get(result["name"], result.get("tables", {}))} for result in results]
+    done = {(result["name"], result["seed"]) for result in results}
+    pending = [
+        f"{entry.name} seed {seed}"
+        for entry in entries
+        for seed in seeds_of(sweep_plan, entry)
+        if (entry.name, seed) not in done
+    ]
+    info = {entry.name: RowInfo(row_of(entry), entry.variant) for entry in entries}
+    return results, info, pending, sweep_plan.primary_protocol
+
+
+def run_records(results: Sequence[dict], protocols: Sequence[str]) -> list[dict[str, Any]]:
+    """Every run, once per table it appears in, with its top-1 under each protocol it measured."""
+    records = []
+    for result in results:
+        measured = {protocol: protocol_value(result, protocol) for protocol in protocols}
+        extra = {key: result[key]["value"] for key in ("fd", "discrepancy") if key in result}
+        if "relative" in result.get("discrepancy", {}):
+            extra["discrepancy_relative"] = result["discrepancy"]["relative"]
+        for table, label in result.get("tables", {}).items():
+            records.append(
+                {
+                    "table": table,
+                    "row": label,
+                    "name": result["name"],
+                    "method": result.get("method"),
+                    "data": result.get("data"),
+                    "seed": result["seed"],
+                    "steps": result.get("steps"),
+                    "seconds": result.get("seconds"),
+                    "top1": result["top1"],
+                    "protocols": {key: value for key, value in measured.items() if value is not None},
+                    **extra,
+                }
+            )
+    return records
+
+
+def draw_figures(
+    results: Sequence[dict],
+    rows: dict[str, Row],
+    claims: Sequence[dict],
+    protocols: Sequence[str],
+    out: Path,
+    info: dict[str, RowInfo],
+) -> set[str]:
+    """table2.png, figure4.png and length.png, for those whose rows exist; the names of those drawn."""
+    from squeeze_span.eval.plots import accuracy_against_fd, bars_with_errors, differences_against_length
+
+    drawn = set()
+    table2 = rows_of(results, "2", info)
     if table2:
         bars = [(row.label, row.mean, row.std or 0.0) for row in table2]
-        bars_with_errors(
-            bars, out / "table2.png", title="Table 2 rows (mean ± std over seeds)", floor=min(m for _, m, _ in bars) - 5
-        )
-    figure4 = [row for row in rows_of(results, "figure4") if all("fd" in result for result in row.results)]
+        floor = min(mean for _, mean, _ in bars) - 5
+        bars_with_errors(bars, out / "table2.png", title="Table 2 rows (mean ± std over seeds)", floor=floor)
+        drawn.add("table2.png")
+    figure4 = [row for row in rows_of(results, "figure4", info) if all("fd" in result for result in row.results)]
     if figure4:
-        points = [(row.results[0]["fd"]["value"], row.mean, row.label) for row in figure4]
-        baselines = [
-            (rows[name].mean, label)
-            for name, label in (("vicreg_real", "VICReg, real"), ("vicreg_mix", "VICReg, mix"))
-            if name in rows
-        ]
+        pooled = pooled_stds(rows, [LINEAR])[LINEAR][0]
+        baselines = [(rows[name].mean, label) for name, label in FIGURE4_BASELINES if name in rows]
         accuracy_against_fd(
-            points,
+            [(row.results[0]["fd"]["value"], row.mean, row.label) for row in figure4],
             out / "figure4.png",
             metric=figure4[0].results[0]["fd"]["metric"],
             baselines=baselines,
-            errors=[pooled_std if row.std is None else row.std for row in figure4],
-            title=f"error bars: the seeds' std (one seed: the pooled {pooled_std:.2f})",
+            errors=[pooled if row.std is None else row.std for row in figure4],
+            title=f"error bars: the seeds' std (one seed: the pooled {pooled:.2f})",
         )
+        drawn.add("figure4.png")
+    curves = length_curves(claims, protocols)
+    if curves:
+        differences_against_length(curves, out / "length.png")
+        drawn.add("length.png")
+    return drawn
 
-    markdown = render_markdown(
-        results, rows, claims, pooled_std, pooled_how, bool(figure4), pending, (out / FINDINGS).is_file()
-    )
-    with atomic_write(out / "REPORT.md") as temporary:
-        temporary.write_text(markdown)
-    return {"claims": claims, "runs": len(results), "pending": pending}
+
+FIGURE4_BASELINES = (("vicreg_real", "VICReg, real"), ("vicreg_mix", "VICReg, mix"))
 
 
-def render_markdown(
-    results: Sequence[dict],
-    rows: dict[str, Row],
-    claims: list[dict],
-    pooled_std: float,
-    pooled_how: str,
-    has_figure4: bool,
-    pending: Sequence[str] = (),
-    has_findings: bool = False,
-) -> str:
+def length_curves(claims: Sequence[dict], protocols: Sequence[str]) -> dict[str, dict[str, list]]:
+    """For each comparison measured at two lengths or more (default variant): per protocol, the
+    (steps, difference, standard error) points; {} when no comparison was."""
+    curves: dict[str, dict[str, list]] = {}
+    for claim in claims:
+        if claim["variant"] or claim["steps"] == 0:
+            continue
+        for comparison in claim.get("comparisons", []):
+            title = f"claim {claim['number']}: {comparison['a']} − {comparison['b']}"
+            point = (claim["steps"], comparison["difference"], comparison["standard_error"])
+            curves.setdefault(title, {}).setdefault(protocol_label(claim["protocol"]), []).append(point)
+    return {
+        title: lines
+        for title, lines in curves.items()
+        if max(len(points) for points in lines.values()) > 1 and set(lines) <= {protocol_label(p) for p in protocols}
+    }
+
+
+@dataclass
+class ReportContext:
+    results: Sequence[dict]
+    rows: dict[str, Row]
+    claims: list[dict]
+    protocols: list[str]
+    primary: str
+    figures: set[str]
+    pending: Sequence[str] = ()
+    has_findings: bool = False
+
+
+def render_markdown(context: ReportContext, info: dict[str, RowInfo] | None = None) -> str:
+    lines = render_header(context)
+    lines += render_claims(context)
+    for table, title in TABLE_TITLES.items():
+        lines += render_table(context, table, title, info)
+    lines += render_discrepancy(context.rows)
+    return "\n".join(lines)
+
+
+def render_header(context: ReportContext) -> list[str]:
+    results = context.results
     lines = ["# Reproduction report", ""]
     machines = sorted({result.get("machine", "?") for result in results})
     dates = sorted({result.get("date", "?") for result in results})
     lines += [f"{len(results)} runs, {dates[0]} to {dates[-1]}, on: {'; '.join(machines)}."]
     if not any("cuda" in machine.lower() or "gpu" in machine.lower() for machine in machines):
         lines.append("Every run is on CPU: no GPU was at hand, so none of the rows was trained longer on one.")
-    if pending:
-        lines.append(f"**Not run yet** ({len(pending)} of the plan's runs): {', '.join(pending)}.")
-    if has_findings:
+    if context.pending:
+        lines.append(f"**Not run yet** ({len(context.pending)} of the plan's runs): {', '.join(context.pending)}.")
+    if context.has_findings:
         lines.append(
             f"Where the results depart from the paper, [{FINDINGS}]({FINDINGS}) explains why, "
             "with the runs that test it."
         )
-    lines.append("")
-    lines += ["## The paper's claims", ""]
+    return [*lines, ""]
+
+
+def render_claims(context: ReportContext) -> list[str]:
+    """The claims, group by group: the primary protocol's verdict per claim, then every protocol's."""
+    pooled = pooled_stds(context.rows, context.protocols)
+    lines = ["## The paper's claims", ""]
     lines += [
-        f"Seed noise: std {pooled_std:.2f} points ({pooled_how}). "
-        "A claim holds when the difference exceeds twice its standard error.",
+        "Seed noise (std): "
+        + "; ".join(f"{protocol_label(p)} {pooled[p][0]:.2f} ({pooled[p][1]})" for p in context.protocols)
+        + ".",
+        "A claim holds when the difference exceeds its margin: Welch's t-test at 95% where both rows "
+        "have several seeds, twice the standard error with the pooled std where one has a single seed "
+        "(`squeeze_span.experiments.comparison`).",
         "",
     ]
-    for number, claim in enumerate(claims, 1):
-        lines.append(f"{number}. {claim['claim']}: **{claim['verdict']}**")
-        for comparison in claim.get("comparisons", []):
-            lines.append(
-                f"   - {comparison['a']} {comparison['a_top1']:.2f} vs {comparison['b']} {comparison['b_top1']:.2f}: "
-                f"{comparison['difference']:+.2f} (margin ±{comparison['margin']:.2f}): {comparison['verdict']}"
-            )
-        if claim.get("missing"):
-            lines.append(f"   - not run: {', '.join(claim['missing'])}")
-    lines.append("")
-    for table, title in TABLE_TITLES.items():
-        table_rows = rows_of(results, table)
-        if not table_rows:
+    if len(context.protocols) > 1:
+        lines += [f"Verdicts below are in the primary protocol, **{protocol_label(context.primary)}**.", ""]
+    by_group: dict[tuple[int, str], list[dict]] = {}
+    for claim in context.claims:
+        by_group.setdefault((claim["steps"], claim["variant"]), []).append(claim)
+    multiple = len(by_group) > 1
+    for (steps, variant), claims in by_group.items():
+        if multiple:
+            lines += [f"### {group_title(steps, variant)}", ""]
+        lines += render_group(claims, context.primary)
+        lines += render_protocol_matrix(claims, context.protocols)
+    return lines
+
+
+def render_group(claims: Sequence[dict], primary: str) -> list[str]:
+    """The group's claims in the primary protocol (the full linear probe where that was not measured)."""
+    shown = primary if any(claim["protocol"] == primary for claim in claims) else LINEAR
+    lines, unmeasured = [], []
+    for claim in claims:
+        if claim["protocol"] != shown:
             continue
-        lines += [
-            f"## {title}",
-            "",
-            "| row | top-1 (ours) | seeds | steps | minutes | CIFAR-10 (paper) |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for row in table_rows:
-            reference = paper.CIFAR10_TOP1.get(row.name)
-            lines.append(
-                f"| {row.label} | {row.cell()} | {len(row.results)} | {row.average('steps'):.0f} | "
-                f"{row.average('seconds') / 60:.1f} | {'' if reference is None else f'{reference:.2f}'} |"
+        if claim["verdict"] == "not measured":
+            unmeasured.append(str(claim["number"]))
+            continue
+        lines.append(f"{claim['number']}. {claim['claim']}: **{claim['verdict']}**")
+        lines += [f"   - {describe_comparison(comparison)}" for comparison in claim["comparisons"]]
+        if claim.get("missing"):
+            lines.append(f"   - also not run: {', '.join(claim['missing'])}")
+    if unmeasured:
+        lines.append(f"Not measured here (a row of each is missing): claims {', '.join(unmeasured)}.")
+    return [*lines, ""]
+
+
+def describe_comparison(comparison: dict) -> str:
+    def side(name: str, mean: float, std: float | None, n: int) -> str:
+        spread = f" ± {std:.2f}" if std is not None else ""
+        return f"{name} {mean:.2f}{spread} (n={n})"
+
+    p = "" if comparison["p"] is None else f", p={comparison['p']:.3f}"
+    return (
+        f"{side(comparison['a'], comparison['a_mean'], comparison['a_std'], comparison['a_n'])} vs "
+        f"{side(comparison['b'], comparison['b_mean'], comparison['b_std'], comparison['b_n'])}: "
+        f"{comparison['difference']:+.2f} (margin ±{comparison['margin']:.2f}{p}, {comparison['test']}): "
+        f"{comparison['verdict']}"
+    )
+
+
+def render_protocol_matrix(claims: Sequence[dict], protocols: Sequence[str]) -> list[str]:
+    """Each measured comparison against each protocol: the difference, its margin and the verdict."""
+    measured = [claim for claim in claims if claim.get("comparisons")]
+    shown = [protocol for protocol in protocols if any(claim["protocol"] == protocol for claim in measured)]
+    if len(shown) < 2:
+        return []
+    cells: dict[tuple[int, str, str], dict[str, str]] = {}
+    for claim in measured:
+        for comparison in claim["comparisons"]:
+            key = (claim["number"], comparison["a"], comparison["b"])
+            cells.setdefault(key, {})[claim["protocol"]] = (
+                f"{comparison['difference']:+.2f} ±{comparison['margin']:.2f} {VERDICT_MARK[comparison['verdict']]}"
             )
-        if table == "2":
-            lines += ["", "![Table 2](table2.png)"]
-        if table == "figure4" and has_figure4:
-            lines += ["", "| row | teacher FD | top-1 |", "| --- | --- | --- |"]
-            for row in table_rows:
-                fd = row.results[0].get("fd", {})
-                lines.append(
-                    f"| {row.label} | {fd.get('value', float('nan')):.2f} ({fd.get('metric', '')}) | {row.cell()} |"
-                )
-            lines += ["", "![Figure 4](figure4.png)"]
-        lines.append("")
+    header = "| claim | a − b | " + " | ".join(protocol_label(protocol) for protocol in shown) + " |"
+    lines = [header, "|" + " --- |" * (len(shown) + 2)]
+    for (number, a, b), by_protocol in cells.items():
+        lines.append(f"| {number} | {a} − {b} | " + " | ".join(by_protocol.get(p, "") for p in shown) + " |")
+    return [*lines, "", "(difference, its 95% margin; ✓ holds, ✗ does not hold, ~ within noise)", ""]
+
+
+VERDICT_MARK = {"holds": "✓", "does not hold": "✗", "within noise": "~"}
+
+
+def render_table(context: ReportContext, table: str, title: str, info: dict[str, RowInfo] | None) -> list[str]:
+    table_rows = rows_of(context.results, table, info)
+    if not table_rows:
+        return []
+    shown = [protocol for protocol in context.protocols if any(row.values(protocol) for row in table_rows)]
+    columns = " | ".join("top-1 (ours)" if p == LINEAR and len(shown) == 1 else protocol_label(p) for p in shown)
+    lines = [
+        f"## {title}",
+        "",
+        f"| row | {columns} | seeds | steps | minutes | CIFAR-10 (paper) |",
+        "|" + " --- |" * (len(shown) + 5),
+    ]
+    for row in table_rows:
+        reference = paper.CIFAR10_TOP1.get(row.name)
+        cells = " | ".join(row.cell(protocol) for protocol in shown)
+        lines.append(
+            f"| {row.label} | {cells} | {len(row.results)} | {row.average('steps'):.0f} | "
+            f"{row.average('seconds') / 60:.1f} | {'' if reference is None else f'{reference:.2f}'} |"
+        )
+    figure = {"2": "table2.png", "figure4": "figure4.png", "length": "length.png"}.get(table)
+    if figure in context.figures:
+        if table == "figure4":
+            lines += render_figure4_points(table_rows)
+        lines += ["", f"![{title}]({figure})"]
+    return [*lines, ""]
+
+
+def render_figure4_points(table_rows: Sequence[Row]) -> list[str]:
+    lines = ["", "| row | teacher FD | top-1 |", "| --- | --- | --- |"]
+    for row in table_rows:
+        fd = row.results[0].get("fd", {})
+        lines.append(f"| {row.label} | {fd.get('value', float('nan')):.2f} ({fd.get('metric', '')}) | {row.cell()} |")
+    return lines
+
+
+def render_discrepancy(rows: dict[str, Row]) -> list[str]:
     discrepancy = [row for row in rows.values() if all("discrepancy" in result for result in row.results)]
-    if discrepancy:
-        measure = discrepancy[0].results[0]["discrepancy"]
-        lines += [
-            "## Representation discrepancy",
-            "",
-            f"{measure['measure']}: {measure['images']} generated images (the run's teacher) against "
-            f"{measure['images']} real train images. FD carries the square of the features' scale, "
-            "which differs between methods, so it is also given relative to the real features' total "
-            "variance (FD / trace of their covariance).",
-            "",
-            "| run | discrepancy (FD) | relative | top-1 |",
-            "| --- | --- | --- | --- |",
+    if not discrepancy:
+        return []
+    measure = discrepancy[0].results[0]["discrepancy"]
+    lines = [
+        "## Representation discrepancy",
+        "",
+        f"{measure['measure']}: {measure['images']} generated images (the run's teacher) against "
+        f"{measure['images']} real train images. FD carries the square of the features' scale, "
+        "which differs between methods, so it is also given relative to the real features' total "
+        "variance (FD / trace of their covariance).",
+        "",
+        "| run | discrepancy (FD) | relative | top-1 |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in discrepancy:
+        cells = [
+            mean_and_spread([result["discrepancy"][key] for result in row.results], digits)
+            if all(key in result["discrepancy"] for result in row.results)
+            else ""
+            for key, digits in (("value", 3), ("relative", 4))
         ]
-        for row in discrepancy:
-            cells = [
-                mean_and_spread([result["discrepancy"][key] for result in row.results], digits)
-                if all(key in result["discrepancy"] for result in row.results)
-                else ""
-                for key, digits in (("value", 3), ("relative", 4))
-            ]
-            lines.append(f"| {row.name} | {cells[0]} | {cells[1]} | {row.cell()} |")
-        lines.append("")
-    return "\n".join(lines)
+        lines.append(f"| {row.name} | {cells[0]} | {cells[1]} | {row.cell()} |")
+    return [*lines, ""]

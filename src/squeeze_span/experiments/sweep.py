@@ -118,10 +118,11 @@ def run_sweep(
     print(f"sweep {path}: {len(jobs)} runs, {len(finished)} finished before, {len(todo)} to run", flush=True)
     runner = Runner(plan, resolve_device(device), progress, command=["squeeze-span", "sweep", str(path)])
     for job in finished:
-        completed = runner.complete(job, stored[job.result])
-        if completed is not None:
-            write_result(job, completed)
-            print(f"{job.entry.name} seed {job.seed}: added the measurements it lacked", flush=True)
+        with claimed(plan, job) as mine:
+            completed = runner.complete(job, stored[job.result]) if mine else None
+            if completed is not None:
+                write_result(job, completed)
+                print(f"{job.entry.name} seed {job.seed}: added the measurements it lacked", flush=True)
     spent: list[float] = []
     for index, job in enumerate(todo, 1):
         label = f"{job.entry.name} seed {job.seed}"
