@@ -125,6 +125,7 @@ class TrainingConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/default"
     resume: Optional[str] = None  # 'auto': continue from output_dir/checkpoints/last.pt if it exists; or a path
+    overwrite: bool = False  # true: start over in an output_dir that holds a run, deleting its checkpoints and logs
 
 
 # ------------------------------------------------------------------ GAN training (squeeze-span train-gan)
@@ -217,6 +218,7 @@ class GanTrainingConfig:
     train: GanTrainConfig = field(default_factory=GanTrainConfig)
     output_dir: str = "runs/gan"
     resume: Optional[str] = None  # 'auto': continue from output_dir/checkpoints/last.pt if it exists; or a path
+    overwrite: bool = False  # true: start over in an output_dir that holds a run, deleting its checkpoints and logs
 
 
 def _read_yaml(path: str | os.PathLike[str]) -> DictConfig:

@@ -130,6 +130,7 @@ def test_resume_takes_a_new_learning_rate_and_refuses_a_new_batch_size(learnable
 def test_a_second_run_in_a_busy_folder_is_refused(learnable_fashion_mnist, tmp_path):
     first = make_trainer(tiny_overrides(learnable_fashion_mnist, tmp_path / "run"))
     first.run.open(step=0)
+    first.run.log({"step": 1, "loss": 1.0})  # a folder that holds a run, and a run going on in it
     with pytest.raises(ConfigError, match="is in use by another run"):
         make_trainer(tiny_overrides(learnable_fashion_mnist, tmp_path / "run")).fit()
     first.run.close()
@@ -241,3 +242,17 @@ def test_translate_moves_pixels_and_fills_with_zeros():
             if 0 <= y - dy < 4 and 0 <= x - dx < 4:
                 expected[y, x] = image[0, 0, y - dy, x - dx]
     assert torch.equal(out[0, 0], expected)
+
+
+def test_a_gan_run_is_never_replaced_without_overwrite(learnable_fashion_mnist, tmp_path, capsys):
+    from squeeze_span.cli import main
+
+    run = tmp_path / "run"
+    args = ["train-gan", CONFIG, *tiny_overrides(learnable_fashion_mnist, run)]
+    assert main(args) == 0
+    snapshots = sorted(path.name for path in (run / "snapshots").iterdir())
+    capsys.readouterr()
+    assert main(args) == 2
+    assert f"output_dir {run} already holds a run" in capsys.readouterr().err
+    assert main([*args, "overwrite=true", "train.total_kimg=0.016"]) == 0
+    assert sorted(path.name for path in (run / "snapshots").iterdir()) == snapshots[:1]  # the old ones are gone

@@ -117,3 +117,34 @@ def test_rerunning_a_finished_run_changes_nothing(learnable_fashion_mnist, tiny_
         "(raise train.max_steps or train.epochs to train on)\n"
     )
     assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == files
+
+
+def test_a_run_without_resume_never_replaces_a_run_in_its_folder(
+    learnable_fashion_mnist, tiny_teacher, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    args = ["train", CONFIG, *tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run)]
+    assert main(args) == 0
+    files = {path: path.read_bytes() for path in run.rglob("*") if path.is_file() and path.name != "command.txt"}
+    capsys.readouterr()
+    for again in (args, [*args, "train.batch_size=8"]):  # the same command, or a changed batch
+        assert main(again) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1
+        assert error.startswith(f"ConfigError: output_dir {run} already holds a run (checkpoints/")
+        assert "resume=auto" in error and "new output_dir" in error and "overwrite=true" in error
+        now = {path: path.read_bytes() for path in run.rglob("*") if path.is_file() and path.name != "command.txt"}
+        assert now == files  # nothing written: no checkpoint, metric or events file changed or added
+
+
+def test_overwrite_starts_the_run_over_and_clears_its_old_records(learnable_fashion_mnist, tiny_teacher, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", CONFIG, *tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run)]
+    assert main(args) == 0
+    (run / "changes.txt").write_text("step 2: from an older resume\n")
+    assert main([*args, "train.max_steps=2", "overwrite=true"]) == 0
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]  # the old run's four steps are gone, not mixed in
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1 and not (run / "changes.txt").exists()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+    assert main([*args, "resume=auto", "overwrite=true"]) == 2  # continue or start over: not both

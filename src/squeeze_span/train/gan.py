@@ -325,7 +325,7 @@ class GanTrainer:
 
     def resume(self) -> list[str]:
         """Continue from the checkpoint ``resume`` names, if any; return the settings this config changes."""
-        path = resume_path(self.config.resume, self.checkpoint_dir)
+        path = resume_path(self.config.resume, self.checkpoint_dir, self.config.overwrite)
         if path is None:
             return []
         state = load_checkpoint(path, map_location=self.device)
@@ -370,7 +370,7 @@ class GanTrainer:
         changes = self.resume()
         if self.nimg >= self.total_nimg:
             return {"step": self.step, "kimg": self.nimg / 1000, "already_complete": True}
-        self.run.open(self.step, changes)
+        self.run.open(self.step, changes, start_over=self.config.overwrite and self.step == 0)
         total_steps = math.ceil(self.total_nimg / train.batch_size)
         bar = self.run.progress(total_steps, self.step, "train-gan", train.progress)
         snapshot_nimg = max(1, round(train.snapshot_kimg * 1000))

@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import shlex
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,8 +46,10 @@ CHANGEABLE_ON_RESUME = (
     "train.checkpoint_every",
     "train.progress",
 )
-# Where the run is written and whether it resumes are not settings of the run.
-_NOT_COMPARED = ("output_dir", "resume")
+# Where the run is written and whether it resumes or starts over are not settings of the run.
+_NOT_COMPARED = ("output_dir", "resume", "overwrite")
+# What a run leaves in its folder besides config.yaml and command.txt: what starting over deletes.
+RUN_RECORDS = ("checkpoints/*.pt", "metrics.jsonl", "events.out.tfevents.*", "changes.txt", "snapshots/*")
 
 
 class TrainingDiverged(UserError):
@@ -76,10 +79,25 @@ def check_finite_weights(modules: Mapping[str, nn.Module], step: int, run: RunFo
                 )
 
 
-def resume_path(resume: str | None, checkpoints: Path) -> Path | None:
+def resume_path(resume: str | None, checkpoints: Path, overwrite: bool = False) -> Path | None:
     """The checkpoint to resume from: ``resume=auto`` takes checkpoints/last.pt when there is one
-    (a fresh run otherwise), a path takes that file; None starts afresh."""
+    (a fresh run otherwise), a path takes that file; None starts afresh.
+
+    Starting afresh in a folder that already holds a run's checkpoints or metrics would replace
+    that run: it is refused, unless ``overwrite`` asks for it.
+    """
+    if resume is not None and overwrite:
+        raise ConfigError(f"resume={resume} continues a run and overwrite=true starts it over; give one of them")
     if resume is None:
+        folder = checkpoints.parent
+        held = [*folder.glob("checkpoints/*.pt"), *[m for m in folder.glob("metrics.jsonl") if m.stat().st_size]]
+        if held and not overwrite:
+            if is_locked(folder):  # a run still going there: say that first
+                raise in_use(folder)
+            raise ConfigError(
+                f"output_dir {folder} already holds a run ({held[0].relative_to(folder)}); continue it with "
+                "resume=auto, train into a new output_dir, or start over with overwrite=true (deletes that run)"
+            )
         return None
     if resume == "auto":
         last = checkpoints / "last.pt"
@@ -149,6 +167,26 @@ def _logged_step(line: str) -> int | None:
     return step if isinstance(step, int) else None
 
 
+def is_locked(folder: Path) -> bool:
+    """Whether another process holds ``folder``'s lock (runs there now)."""
+    if not (folder / ".lock").exists():
+        return False
+    with (folder / ".lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
+def in_use(folder: Path) -> ConfigError:
+    holder = (folder / ".lock").read_text().strip() if (folder / ".lock").exists() else ""
+    by = f" (process {holder})" if holder else ""
+    return ConfigError(
+        f"output_dir {folder} is in use by another run{by}; wait for it to finish, or choose another output_dir"
+    )
+
+
 class RunFolder:
     """Writes a run's files on the main process; every method is a no-op elsewhere."""
 
@@ -162,15 +200,21 @@ class RunFolder:
         self._metrics = None
         self._events: EventWriter | None = None
 
-    def open(self, step: int, changes: Sequence[str] = (), line: dict[str, Any] | None = None) -> None:
+    def open(
+        self, step: int, changes: Sequence[str] = (), line: dict[str, Any] | None = None, *, start_over: bool = False
+    ) -> None:
         """Lock the folder for this run; record the config, the command and the settings that resuming at
         ``step`` changed; drop what a killed run left past ``step`` (logged steps, about to run again) and
-        its half-written files; log ``line``, the checkpoint's own log line, if a kill came before it."""
+        its half-written files; log ``line``, the checkpoint's own log line, if a kill came before it.
+        ``start_over`` first deletes the records of the run that was there (``overwrite=true``)."""
         if not self.is_main:
             return
         self.path.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         try:
+            if start_over:
+                for record in [path for pattern in RUN_RECORDS for path in self.path.glob(pattern)]:
+                    shutil.rmtree(record) if record.is_dir() else record.unlink()
             remove_stale_temporaries(self.path)
             with atomic_write(self.path / "config.yaml") as temp:
                 temp.write_text(to_yaml(self.config))
@@ -194,14 +238,8 @@ class RunFolder:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip()
             lock.close()
-            by = f" (process {holder})" if holder else ""
-            raise ConfigError(
-                f"output_dir {self.path} is in use by another run{by}; wait for it to finish, "
-                "or choose another output_dir"
-            ) from None
+            raise in_use(self.path) from None
         lock.truncate(0)
         lock.write(f"{os.getpid()}\n")
         lock.flush()

@@ -224,7 +224,7 @@ class Trainer:
     def resume(self) -> tuple[list[str], dict[str, Any] | None]:
         """Continue from the checkpoint ``resume`` names, if any; return the settings this config changes
         and the checkpoint's log line."""
-        path = resume_path(self.config.resume, self.checkpoint_dir)
+        path = resume_path(self.config.resume, self.checkpoint_dir, self.config.overwrite)
         if path is None:
             return [], None
         state = load_checkpoint(path, map_location=self.device)
@@ -305,7 +305,7 @@ class Trainer:
         if self.finished():
             return {"step": self.step, "already_complete": True}
         main = self.dist.is_main
-        self.run.open(self.step, changes, line)
+        self.run.open(self.step, changes, line, start_over=self.config.overwrite and self.step == 0)
         budgeted = train.budget_seconds is not None
         # The folder tells runs of one method apart (the demo's VICReg is squeeze_span at alpha 0).
         desc = f"train {self.config.method.name} ({self.config.output_dir})"
