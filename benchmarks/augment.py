@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from squeeze_span.data.augment import BatchAugmentation, blur_kernel_size, to_unit_range
+from squeeze_span.experiments.bench import interleave
 from squeeze_span.runtime import machine_info
-from squeeze_span.train.bench import interleave
 
 CASES = (
     # name, batch, channels, input size, output size, blur probability

@@ -2,7 +2,7 @@
 backbone and projector compiled by inductor, against the same step eager.
 
 Counts the compile: the first two compiled steps' seconds are reported apart. Then both take
-turns (``squeeze_span.train.bench.interleave``) and each reports the median of its timed steps.
+turns (``squeeze_span.experiments.bench.interleave``) and each reports the median of its timed steps.
 Writes benchmarks/results/compile.json.
 
     python benchmarks/compile.py [--steps 8] [--batch 256]
@@ -20,8 +20,8 @@ import torch
 
 from squeeze_span.allocator import keep_freed_memory
 from squeeze_span.data.stream import RealBatchStream
+from squeeze_span.experiments.bench import BenchSettings, Student, interleave, load_bench_config, real_images
 from squeeze_span.runtime import machine_info
-from squeeze_span.train.bench import BenchSettings, Student, interleave, load_bench_config, real_images
 
 ROOT = Path(__file__).resolve().parents[1]
 

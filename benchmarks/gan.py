@@ -44,8 +44,8 @@ from torch.utils.flop_counter import flop_registry
 from squeeze_span.allocator import keep_freed_memory
 from squeeze_span.config import GanTrainingConfig, load_config
 from squeeze_span.errors import ConfigError
+from squeeze_span.experiments.bench import matmul_peak, synchronizer
 from squeeze_span.runtime import machine_info, resolve_device
-from squeeze_span.train.bench import matmul_peak, synchronizer
 from squeeze_span.train.gan import GanTrainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
+from squeeze_span.experiments.bench import interleave, synchronizer
 from squeeze_span.generators.stylegan2 import CIFAR10_G_KWARGS, Generator, build_network
 from squeeze_span.runtime import machine_info
-from squeeze_span.train.bench import interleave, synchronizer
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "stylegan2_ada"

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from squeeze_span.cli import load_training_config, main
+from squeeze_span.cli import main
 from squeeze_span.config import RULE, GanTrainingConfig, load_config, validate
 from squeeze_span.errors import ConfigError
-from squeeze_span.methods import METHOD_CONFIGS, SqueezeSpanConfig
+from squeeze_span.methods import SqueezeSpanConfig, load_training_config, method_configs
 from squeeze_span.train import TrainingConfig
 
 CONFIG = "configs/fashion_mnist/squeeze_span.yaml"
@@ -25,7 +25,7 @@ def test_every_shipped_config_and_its_defaults_pass_validation(path):
 
 def config_classes() -> list[type]:
     """Every dataclass of both config trees, the method sections included."""
-    found, todo = [], [TrainingConfig, GanTrainingConfig, *METHOD_CONFIGS.values()]
+    found, todo = [], [TrainingConfig, GanTrainingConfig, *method_configs().values()]
     while todo:
         cls = todo.pop()
         found.append(cls)

@@ -111,16 +111,8 @@ def _report_probe(result: dict, name: str, args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
-def load_training_config(path: str | None, overrides: list[str]):
-    from squeeze_span.config import load_config
-    from squeeze_span.methods import METHOD_CONFIGS
-    from squeeze_span.train import TrainingConfig
-
-    return load_config(path, overrides, TrainingConfig, {"method": METHOD_CONFIGS})
-
-
 def _train(args: argparse.Namespace) -> None:
-    from squeeze_span.methods import METHODS
+    from squeeze_span.methods import METHODS, load_training_config
     from squeeze_span.train import Trainer
 
     config = load_training_config(args.config, args.overrides)
@@ -241,7 +233,7 @@ def _sweep(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from squeeze_span.train.bench import BenchSettings, format_table, run_bench
+    from squeeze_span.experiments.bench import BenchSettings, format_table, run_bench
 
     settings = BenchSettings(
         teacher=args.teacher,

@@ -2,7 +2,7 @@
 
 The training config is :class:`TrainingConfig`, one dataclass per section; its
 ``method`` section is typed by the method its ``name`` picks (see
-``squeeze_span.methods.METHOD_CONFIGS``).
+``squeeze_span.methods.registry``).
 
 ``load_config(path, overrides, schema, variants)`` merges, in order, the schema's
 defaults, the YAML file and the ``key=value`` overrides, and returns the schema's

@@ -22,15 +22,14 @@ from typing import Any
 import torch
 
 from squeeze_span.assets import FASHION_MNIST_TEACHER
-from squeeze_span.config import TrainingConfig, load_config
+from squeeze_span.config import TrainingConfig
 from squeeze_span.data import dataset_info
 from squeeze_span.eval.probe import probe_backbone
-from squeeze_span.methods import METHOD_CONFIGS, METHODS
+from squeeze_span.methods import DEFAULT_CONFIG, METHODS, load_training_config
 from squeeze_span.models import build_backbone, load_backbone
 from squeeze_span.runtime import machine_description
 from squeeze_span.train import Trainer
 
-CONFIG = Path(__file__).resolve().parent / "configs" / "fashion_mnist" / "squeeze_span.yaml"  # in the package
 RUNS = {"squeeze_span": [], "vicreg_real": ["method.syn_ratio=0.0", "teacher.path=null"]}
 SMOKE = [
     "model.width=4",
@@ -72,7 +71,7 @@ def _config(settings: DemoSettings, name: str, extra: list[str]) -> TrainingConf
         overrides.append(f"data.root={settings.data_root}")
     if settings.smoke:
         overrides += SMOKE
-    return load_config(CONFIG, overrides, TrainingConfig, {"method": METHOD_CONFIGS})
+    return load_training_config(DEFAULT_CONFIG, overrides)
 
 
 def train_for(settings: DemoSettings, name: str, seconds: float | None, steps: int | None = None) -> dict[str, Any]:

@@ -8,9 +8,9 @@ import urllib.error
 import pytest
 import torch
 
-from squeeze_span.cli import load_training_config, main
+from squeeze_span.cli import main
 from squeeze_span.errors import ConfigError
-from squeeze_span.methods import METHODS
+from squeeze_span.methods import METHODS, load_training_config
 from squeeze_span.train import Trainer
 from tests.conftest import tiny_run_overrides
 

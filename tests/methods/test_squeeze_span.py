@@ -4,11 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from squeeze_span.cli import load_training_config
 from squeeze_span.data import augmentation_for
 from squeeze_span.data.stream import RealBatch
 from squeeze_span.generators import LATENT_FEATURES, Teacher, load_generator
-from squeeze_span.methods import METHODS
+from squeeze_span.methods import METHODS, load_training_config
 from squeeze_span.methods.base import MethodContext, split_batch
 from squeeze_span.models import build_backbone
 from squeeze_span.models.heads import SqueezeModule

@@ -5,8 +5,7 @@ import json
 import pytest
 import torch
 
-from squeeze_span.cli import load_training_config
-from squeeze_span.methods import METHODS
+from squeeze_span.methods import METHODS, load_training_config
 from squeeze_span.methods import simsiam as simsiam_module
 from squeeze_span.methods import vicreg as vicreg_module
 from squeeze_span.train import Trainer

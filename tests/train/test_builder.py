@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from squeeze_span.cli import load_training_config
 from squeeze_span.data import dataset_info
 from squeeze_span.generators import Teacher, TeacherPool
+from squeeze_span.methods import load_training_config
 from squeeze_span.train.builder import build_run
 from tests.conftest import tiny_run_overrides
 from tests.eval.test_probe import write_learnable_image_folder

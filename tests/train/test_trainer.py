@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from squeeze_span.cli import load_training_config, main
+from squeeze_span.cli import main
 from squeeze_span.errors import ConfigError
-from squeeze_span.methods import METHODS
+from squeeze_span.methods import METHODS, load_training_config
 from squeeze_span.models import load_backbone
 from squeeze_span.train import Trainer, TrainingDiverged
 from squeeze_span.train.checkpoint import load_checkpoint

@@ -276,7 +276,7 @@ class Runner:
         return DiscriminatorFeatures(load_discriminator(job.entry.model), job.entry.features)
 
     def _training_config(self, job: Job):
-        from squeeze_span.cli import load_training_config
+        from squeeze_span.methods import load_training_config
 
         run_dir = Path(self.plan.runs_dir) / job.entry.name / f"seed{job.seed}"
         overrides = [

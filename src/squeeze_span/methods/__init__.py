@@ -1,34 +1,20 @@
 """Methods: each a small module on top of the shared trainer.
 
-``METHODS`` maps a config's ``method.name`` to the method's class, and
-``METHOD_CONFIGS`` to the dataclass that types its ``method`` section.
+``METHODS`` (in :mod:`squeeze_span.methods.registry`) maps a config's ``method.name`` to the
+method's class, which names the dataclass that types its ``method`` section.
 """
 
 from squeeze_span.methods.base import Method, MethodContext, ParameterGroup
 from squeeze_span.methods.encode import Encode, EncodeConfig
+from squeeze_span.methods.registry import DEFAULT_CONFIG, METHODS, load_training_config, method_configs
 from squeeze_span.methods.simsiam import SimSiam, SimSiamConfig
 from squeeze_span.methods.squeeze_span import SqueezeSpan, SqueezeSpanConfig
 from squeeze_span.methods.supervised import Supervised, SupervisedConfig
 from squeeze_span.methods.vicreg import VICReg, VICRegConfig
 
-METHODS: dict[str, type[Method]] = {
-    "squeeze_span": SqueezeSpan,
-    "vicreg": VICReg,
-    "simsiam": SimSiam,
-    "supervised": Supervised,
-    "encode": Encode,
-}
-METHOD_CONFIGS: dict[str, type] = {
-    "squeeze_span": SqueezeSpanConfig,
-    "vicreg": VICRegConfig,
-    "simsiam": SimSiamConfig,
-    "supervised": SupervisedConfig,
-    "encode": EncodeConfig,
-}
-
 __all__ = [
+    "DEFAULT_CONFIG",
     "METHODS",
-    "METHOD_CONFIGS",
     "Encode",
     "EncodeConfig",
     "Method",
@@ -42,4 +28,6 @@ __all__ = [
     "SupervisedConfig",
     "VICReg",
     "VICRegConfig",
+    "load_training_config",
+    "method_configs",
 ]

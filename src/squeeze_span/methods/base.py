@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -78,7 +79,15 @@ def require_teacher(context: MethodContext, what: str) -> None:
 
 
 class Method(nn.Module):
-    """Base class: holds the backbone and the context; subclasses add heads and ``forward``."""
+    """Base class: holds the backbone and the context; subclasses add heads and ``forward``.
+
+    A subclass names itself (``name``, what a config's ``method.name`` says) and the dataclass that
+    types its config's ``method`` section (``config_class``), so that the registry
+    (``squeeze_span.methods.registry``) needs one line per method.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type] = object
 
     def __init__(self, backbone: nn.Module, context: MethodContext) -> None:
         super().__init__()

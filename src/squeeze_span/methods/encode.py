@@ -50,6 +50,9 @@ class EncodeConfig:
 
 
 class Encode(Method):
+    name = "encode"
+    config_class = EncodeConfig
+
     def __init__(self, config: EncodeConfig, backbone: nn.Module, context: MethodContext) -> None:
         super().__init__(backbone, context)
         self.config = config

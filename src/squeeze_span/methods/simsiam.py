@@ -39,6 +39,9 @@ class SimSiamConfig(TwoViewConfig):
 
 
 class SimSiam(TwoViewMethod):
+    name = "simsiam"
+    config_class = SimSiamConfig
+
     def __init__(self, config: SimSiamConfig, backbone: nn.Module, context: MethodContext) -> None:
         super().__init__(config, backbone, context)
         model = context.model

@@ -44,6 +44,9 @@ class SqueezeSpanConfig:
 
 
 class SqueezeSpan(Method):
+    name = "squeeze_span"
+    config_class = SqueezeSpanConfig
+
     def __init__(self, config: SqueezeSpanConfig, backbone: nn.Module, context: MethodContext) -> None:
         super().__init__(backbone, context)
         self.config = config

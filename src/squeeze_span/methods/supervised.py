@@ -31,6 +31,9 @@ class SupervisedConfig:
 
 
 class Supervised(Method):
+    name = "supervised"
+    config_class = SupervisedConfig
+
     def __init__(self, config: SupervisedConfig, backbone: nn.Module, context: MethodContext) -> None:
         super().__init__(backbone, context)
         if context.num_classes < 2:

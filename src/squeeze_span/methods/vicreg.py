@@ -37,6 +37,9 @@ class VICRegConfig(TwoViewConfig):
 
 
 class VICReg(TwoViewMethod):
+    name = "vicreg"
+    config_class = VICRegConfig
+
     def __init__(self, config: VICRegConfig, backbone: nn.Module, context: MethodContext) -> None:
         super().__init__(config, backbone, context)
         model = context.model

@@ -34,14 +34,13 @@ import torch
 from torch import nn
 
 from squeeze_span.assets import FASHION_MNIST_TEACHER
-from squeeze_span.config import TrainingConfig, load_config
+from squeeze_span.config import TrainingConfig
 from squeeze_span.data import ImageDataset, dataset_info, load_dataset
 from squeeze_span.data.stream import RealBatchStream
-from squeeze_span.demo import CONFIG
 from squeeze_span.errors import ConfigError, DatasetError
 from squeeze_span.generators import SampleSource, TeacherPool, load_generator
 from squeeze_span.generators.stylegan2 import CIFAR10_G_KWARGS, Generator
-from squeeze_span.methods import METHOD_CONFIGS
+from squeeze_span.methods import DEFAULT_CONFIG, load_training_config
 from squeeze_span.methods.squeeze_span import SqueezeSpan
 from squeeze_span.runtime import autocast, machine_info, resolve_device
 from squeeze_span.train.builder import assemble_run, build_teacher
@@ -164,7 +163,7 @@ def load_bench_config(settings: BenchSettings) -> TrainingConfig:
         f"train.batch_size={settings.batch}",
         f"train.precision={settings.precision}",
     ]
-    return load_config(CONFIG, overrides, TrainingConfig, {"method": METHOD_CONFIGS})
+    return load_training_config(DEFAULT_CONFIG, overrides)
 
 
 class Student:
@@ -281,7 +280,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         "steps": settings.steps,
         "warmup": settings.warmup,
         "student": f"{model.backbone} width {model.width}, projector {model.proj_layers} x {model.proj_dim}",
-        "config": str(CONFIG),
+        "config": str(DEFAULT_CONFIG),
         "overrides": list(settings.overrides),
     }
     result["seconds_per_step"] = seconds

@@ -7,9 +7,16 @@ import torch
 from squeeze_span import runtime
 from squeeze_span.cli import main
 from squeeze_span.errors import DatasetError
+from squeeze_span.experiments import bench
+from squeeze_span.experiments.bench import (
+    CASES,
+    BenchSettings,
+    bench_generator,
+    interleave,
+    load_bench_config,
+    run_bench,
+)
 from squeeze_span.generators.stylegan2 import Generator
-from squeeze_span.train import bench
-from squeeze_span.train.bench import CASES, BenchSettings, bench_generator, interleave, load_bench_config, run_bench
 
 TINY = ["model.width=4", "model.proj_dim=16", "model.proj_layers=2", "method.a_hidden=16"]
 RATES = [f"{name}_img_s" for name in CASES]
