@@ -26,18 +26,16 @@ DEFAULT_KNN_KS = (20, 200)
 
 
 def _probe(args: argparse.Namespace) -> None:
-    from squeeze_span.data import load_dataset
+    from squeeze_span.eval.jobs import untrained_backbone
     from squeeze_span.eval.probe import RawPixels, probe_backbone
-    from squeeze_span.models import build_backbone, load_backbone
+    from squeeze_span.models import load_backbone
     from squeeze_span.runtime import resolve_device
 
     device = resolve_device(args.device)
     if args.raw_pixels:
         backbone, name = RawPixels(), "raw pixels"
     elif args.random_init:
-        torch.manual_seed(args.seed)
-        in_channels = load_dataset(args.dataset, args.data, "test").num_channels
-        backbone = build_backbone(args.random_init, in_channels=in_channels, width=args.width)
+        backbone = untrained_backbone(args.random_init, args.dataset, args.data, width=args.width, seed=args.seed)
         name = f"{args.random_init} (width {args.width}, random init)"
     else:
         backbone = load_backbone(args.checkpoint)
@@ -60,11 +58,11 @@ def _probe(args: argparse.Namespace) -> None:
 
 
 def _probe_discriminator(args: argparse.Namespace) -> None:
+    from squeeze_span.eval.jobs import discriminator_features
     from squeeze_span.eval.probe import probe_backbone
-    from squeeze_span.generators import DiscriminatorFeatures, load_discriminator
     from squeeze_span.runtime import resolve_device
 
-    features = DiscriminatorFeatures(load_discriminator(args.model), args.features)
+    features = discriminator_features(args.model, args.features)
     result = probe_backbone(
         features,
         args.dataset,
@@ -156,19 +154,19 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _fd(args: argparse.Namespace) -> None:
-    from squeeze_span.data import load_dataset
-    from squeeze_span.eval.frechet import fd_extractor, generator_fd
-    from squeeze_span.generators import load_generator
+    from squeeze_span.eval.jobs import GeneratorFD
     from squeeze_span.runtime import resolve_device
 
-    device = resolve_device(args.device)
-    real = load_dataset(args.dataset, args.data, "train")
-    extractor, metric = fd_extractor(
-        real, args.dataset, classifier=args.classifier, inception=args.inception, device=device
+    fd = GeneratorFD(
+        args.dataset,
+        args.data,
+        count=args.n,
+        device=resolve_device(args.device),
+        progress=not args.no_progress,
+        classifier=args.classifier,
+        inception=args.inception,
     )
-    distance = generator_fd(
-        load_generator(args.model), real, extractor, count=args.n, device=device, progress=not args.no_progress
-    )
+    distance, metric = fd(args.model)
     print(f"{metric} of {args.model} against {args.dataset} train ({args.n} images each): {distance:.3f}")
 
 
@@ -372,8 +370,8 @@ def add_probe_options(parser: argparse.ArgumentParser, *, size_help: str) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from squeeze_span.config import NOISE_MODES
     from squeeze_span.data import DATASETS
-    from squeeze_span.generators.stylegan2.layers import NOISE_MODES
     from squeeze_span.models import BACKBONES
     from squeeze_span.runtime import PRECISIONS
 

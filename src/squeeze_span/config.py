@@ -31,9 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from squeeze_span.errors import ConfigError
-from squeeze_span.generators.stylegan2.layers import ARCHITECTURES, NOISE_MODES
 from squeeze_span.runtime import PRECISIONS
 from squeeze_span.validation import Bounds, Choice
+
+# The config names the networks' options; the networks import these names from here, so that the
+# config tree never imports a network.
+ARCHITECTURES = ("orig", "skip", "resnet")  # of StyleGAN2's synthesis and discriminator blocks
+NOISE_MODES = ("random", "const", "none")  # per-pixel noise: drawn afresh, the stored noise_const, or none
 
 T = TypeVar("T")
 RULE = "rule"  # the field metadata key that holds the Bounds or Choice a field's values must meet

@@ -164,7 +164,7 @@ class Runner:
 
     def __init__(self, plan: SweepPlan, device: torch.device, progress: bool, command: list[str]) -> None:
         self.plan, self.device, self.progress, self.command = plan, device, progress, command
-        self._real_statistics: dict[str, Any] = {}
+        self._fd: Any = None  # the GeneratorFD job, made on first use
 
     def run(self, job: Job) -> dict[str, Any]:
         return getattr(self, f"_{job.entry.kind}")(job)
@@ -261,19 +261,17 @@ class Runner:
     # -- shared parts ----------------------------------------------------------------------------------------
 
     def _untrained(self, job: Job) -> torch.nn.Module:
-        """The backbone ``config`` builds, with the seed's initial weights."""
-        from squeeze_span.data import load_dataset
-        from squeeze_span.models import build_backbone
+        from squeeze_span.eval.jobs import untrained_backbone
 
-        config = self._training_config(job)
-        torch.manual_seed(job.seed)
-        channels = load_dataset(self.plan.dataset, self.plan.data_root, "test").num_channels
-        return build_backbone(config.model.backbone, in_channels=channels, width=config.model.width)
+        model = self._training_config(job).model
+        return untrained_backbone(
+            model.backbone, self.plan.dataset, self.plan.data_root, width=model.width, seed=job.seed
+        )
 
     def _discriminator_features(self, job: Job) -> torch.nn.Module:
-        from squeeze_span.generators import DiscriminatorFeatures, load_discriminator
+        from squeeze_span.eval.jobs import discriminator_features
 
-        return DiscriminatorFeatures(load_discriminator(job.entry.model), job.entry.features)
+        return discriminator_features(job.entry.model, job.entry.features)
 
     def _training_config(self, job: Job):
         from squeeze_span.methods import load_training_config
@@ -326,33 +324,16 @@ class Runner:
             result["probe"] = {key: probe[key] for key in ("split", "protocol", "image_size", "seconds")}
         return result
 
-    def _real_fd_statistics(self, extractor: Any, key: str):
-        """The real train images' statistics in ``extractor``'s features, computed once per sweep per ``key``."""
-        from squeeze_span.data import load_dataset
-        from squeeze_span.eval.frechet import real_statistics
-
-        if key not in self._real_statistics:
-            real = load_dataset(self.plan.dataset, self.plan.data_root, "train")
-            self._real_statistics[key] = real_statistics(
-                real, extractor, count=self.plan.fd_images, progress=self.progress
-            )
-        return self._real_statistics[key]
-
     def _generator_fd(self, teacher: str | None) -> dict[str, Any]:
-        from squeeze_span.data import load_dataset
-        from squeeze_span.eval.frechet import fd_extractor, generator_fd
-        from squeeze_span.generators import load_generator
+        from squeeze_span.eval.jobs import GeneratorFD
 
         if teacher is None:
             raise ConfigError("fd: true needs a run with a teacher (teacher.path)")
-        real = load_dataset(self.plan.dataset, self.plan.data_root, "train")
-        extractor, metric = fd_extractor(real, self.plan.dataset, device=self.device)
-        statistics = self._real_fd_statistics(extractor, metric)
-        count = self.plan.fd_images
-        value = generator_fd(
-            load_generator(teacher), statistics, extractor, count=count, device=self.device, progress=self.progress
-        )
-        return {"metric": metric, "value": round(value, 4), "teacher": teacher, "images": count}
+        if self._fd is None:  # one per sweep: the real images' statistics are computed once
+            settings = dict(count=self.plan.fd_images, device=self.device, progress=self.progress)
+            self._fd = GeneratorFD(self.plan.dataset, self.plan.data_root, **settings)
+        value, metric = self._fd(teacher)
+        return {"metric": metric, "value": round(value, 4), "teacher": teacher, "images": self.plan.fd_images}
 
     def _discrepancy(self, backbone: torch.nn.Module, config: Any) -> dict[str, Any]:
         """FD between the student's pooled features of generated and of real train images."""

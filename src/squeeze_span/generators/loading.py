@@ -23,11 +23,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from squeeze_span import assets
+from squeeze_span.config import ARCHITECTURES
 from squeeze_span.errors import CheckpointError, ConfigError
 from squeeze_span.fileio import atomic_write
 from squeeze_span.generators.safe_pickle import PickledModule, read_stylegan2_pkl
 from squeeze_span.generators.stylegan2 import build_network
-from squeeze_span.generators.stylegan2.layers import ARCHITECTURES
 from squeeze_span.validation import Bounds, Choice
 
 FORMAT = "squeeze-span-stylegan2"

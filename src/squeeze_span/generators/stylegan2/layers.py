@@ -25,12 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from squeeze_span.config import ARCHITECTURES, NOISE_MODES
 from squeeze_span.errors import ConfigError
 from squeeze_span.generators.stylegan2 import ops
 
 DEFAULT_FILTER = (1, 3, 3, 1)
-ARCHITECTURES = ("orig", "skip", "resnet")  # of synthesis and discriminator blocks
-NOISE_MODES = ("random", "const", "none")  # per-pixel noise: drawn afresh, the stored noise_const, or none
 
 
 def _plain(value: Any) -> Any:
