@@ -86,3 +86,8 @@ def max_over_ranks(value: float) -> float:
 def any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is true on any: ranks must agree on when to stop."""
     return bool(max_over_ranks(float(flag)))
+
+
+def rank() -> int:
+    """This process's rank; 0 without a process group."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

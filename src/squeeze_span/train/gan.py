@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from squeeze_span.config import GanTrainingConfig, to_dict
+from squeeze_span.config import GanTrainingConfig
 from squeeze_span.data import gan_view, load_dataset
 from squeeze_span.data.diffaugment import DiffAugment
 from squeeze_span.data.stream import RealBatchStream
@@ -57,21 +57,7 @@ from squeeze_span.generators.loading import init_kwargs_problem
 from squeeze_span.generators.stylegan2 import Discriminator, Generator
 from squeeze_span.losses import discriminator_logistic_loss, generator_logistic_loss, r1_penalty
 from squeeze_span.runtime import autocast, full_precision, machine_description, resolve_device
-from squeeze_span.train.checkpoint import (
-    capture_rng,
-    load_checkpoint,
-    load_optimizer_state,
-    restore_rng,
-    save_checkpoint,
-)
-from squeeze_span.train.run import (
-    CHANGEABLE_ON_RESUME,
-    RunFolder,
-    check_finite,
-    check_finite_weights,
-    resume_changes,
-    resume_path,
-)
+from squeeze_span.train.run import CHANGEABLE_ON_RESUME, ResumableRun, RunFolder, check_finite
 
 # The losses' weights, the run's length and its snapshots may also change on resume (a diverging
 # GAN is resumed with a larger r1_gamma); the optimizers take the config's hyperparameters.
@@ -133,7 +119,10 @@ def build_configured(section: str, network: type[torch.nn.Module], **init_kwargs
         ) from None
 
 
-class GanTrainer:
+class GanTrainer(ResumableRun):
+    changeable = CHANGEABLE
+    diverged_fix = DIVERGED_FIX
+
     def __init__(self, config: GanTrainingConfig, command: list[str] | None = None) -> None:
         self.config = config
         train = config.train
@@ -221,13 +210,12 @@ class GanTrainer:
         self.nimg = 0
         self.total_nimg = round(train.total_kimg * 1000)
         self.run = RunFolder(config.output_dir, config, command or sys.argv)
-        self.checkpoint_dir = self.run.checkpoints
         self.snapshot_dir = self.run.path / "snapshots"
         self._r1 = torch.zeros((), device=self.device)
 
     # ------------------------------------------------------------------ one step
 
-    def _generators(self) -> dict[str, torch.Generator]:
+    def random_generators(self) -> dict[str, torch.Generator]:
         return {"latent": self.latent_generator, "augmentation": self.augment_generator}
 
     def _D(self, images: torch.Tensor) -> torch.Tensor:
@@ -304,47 +292,18 @@ class GanTrainer:
 
     # ------------------------------------------------------------------ checkpoints and snapshots
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "nimg": self.nimg,
-            "config": to_dict(self.config),
-            "G": self.G.state_dict(),
-            "D": self.D.state_dict(),
-            "G_ema": self.G_ema.state_dict(),
-            "G_opt": self.G_opt.state_dict(),
-            "D_opt": self.D_opt.state_dict(),
-            "stream": self.stream.state_dict(),
-            "r1": self._r1,
-            "rng": [capture_rng(self._generators())],
-        }
+    def networks(self) -> dict[str, torch.nn.Module]:
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema}
 
-    def save(self) -> None:
-        check_finite_weights({"G": self.G, "D": self.D, "G_ema": self.G_ema}, self.step, self.run, DIVERGED_FIX)
-        save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G_opt": self.G_opt, "D_opt": self.D_opt}
 
-    def resume(self) -> list[str]:
-        """Continue from the checkpoint ``resume`` names, if any; return the settings this config changes."""
-        path = resume_path(self.config.resume, self.checkpoint_dir, self.config.overwrite)
-        if path is None:
-            return []
-        state = load_checkpoint(path, map_location=self.device)
-        changes = resume_changes(state["config"], self.config, CHANGEABLE, path)
-        try:
-            for name in ("G", "D", "G_ema"):
-                getattr(self, name).load_state_dict(state[name])
-        except (KeyError, RuntimeError) as error:
-            raise ConfigError(
-                f"{path} does not fit this config's networks ({str(error).splitlines()[0]}); "
-                f"resume with the config in {path.parent.parent / 'config.yaml'}"
-            ) from None
-        load_optimizer_state(self.G_opt, state["G_opt"])
-        load_optimizer_state(self.D_opt, state["D_opt"])
-        self.stream.load_state_dict(state["stream"])
+    def extra_state(self) -> dict[str, Any]:
+        return {"nimg": self.nimg, "r1": self._r1}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.nimg = int(state["nimg"])
         self._r1 = state["r1"].to(self.device)
-        restore_rng(state["rng"][0], self._generators())
-        self.step, self.nimg = int(state["step"]), int(state["nimg"])
-        return changes
 
     def snapshot(self) -> Path:
         """``snapshots/<snapshot_name>/``: G_ema, G and D in our safe format, and a grid of G_ema's samples."""
@@ -367,7 +326,7 @@ class GanTrainer:
         """
         train = self.config.train
         start = time.perf_counter()
-        changes = self.resume()
+        changes, _ = self.resume()
         if self.nimg >= self.total_nimg:
             return {"step": self.step, "kimg": self.nimg / 1000, "already_complete": True}
         self.run.open(self.step, changes, start_over=self.config.overwrite and self.step == 0)

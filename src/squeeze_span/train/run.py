@@ -28,10 +28,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from squeeze_span.config import to_yaml
+from squeeze_span.config import to_dict, to_yaml
 from squeeze_span.errors import ConfigError, UserError
 from squeeze_span.fileio import atomic_write, remove_stale_temporaries
-from squeeze_span.train.checkpoint import load_checkpoint
+from squeeze_span.train.checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    load_optimizer_state,
+    restore_rng,
+    save_checkpoint,
+)
+from squeeze_span.train.distributed import all_gather_objects, barrier, rank
 from squeeze_span.train.events import EventWriter
 
 # What every trainer may change on resume without making the run another one: the optimizer's
@@ -302,3 +309,93 @@ class RunFolder:
         if self._lock is not None:
             self._lock.close()  # closing the file releases its lock
             self._lock = None
+
+
+class ResumableRun:
+    """What every trainer shares about its run: the folder, the atomic checkpoint with every RNG
+    state, exact resume, and the stop on a non-finite weight.
+
+    A subclass sets ``config`` (with ``resume``, ``overwrite`` and ``output_dir``), ``run`` (its
+    :class:`RunFolder`), ``device``, ``step``, ``stream`` (its real-data stream) and ``changeable``
+    (the keys a resume may change), and says what its checkpoint holds: ``networks()`` and
+    ``optimizers()`` by their keys in the checkpoint, ``random_generators()``, and
+    ``extra_state()`` / ``load_extra_state()`` for the rest. ``diverged_fix`` is the advice a
+    non-finite stop gives.
+    """
+
+    config: Any
+    run: RunFolder
+    device: torch.device
+    step: int
+    stream: Any
+    changeable: Sequence[str] = CHANGEABLE_ON_RESUME
+    diverged_fix: str = ""
+
+    def networks(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def random_generators(self) -> dict[str, torch.Generator]:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``extra_state`` saved; ``state`` may predate a key (an older checkpoint)."""
+
+    def check_resumable(self, state: dict[str, Any], path: Path) -> None:
+        """Refuse a checkpoint this run cannot continue (beyond a changed config); nothing by default."""
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run.checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config": to_dict(self.config),
+            **{key: network.state_dict() for key, network in self.networks().items()},
+            **{key: optimizer.state_dict() for key, optimizer in self.optimizers().items()},
+            "stream": self.stream.state_dict(),
+            "rng": all_gather_objects(capture_rng(self.random_generators())),  # every rank's, for its resume
+            **self.extra_state(),
+        }
+
+    def save(self, line: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Checkpoint this step (checkpoints/last.pt, atomically) with its log line (None if it logs
+        none), which a resume writes if a kill came between the two; return the state on the main
+        process. A non-finite weight stops the run before it can replace the last finite checkpoint."""
+        check_finite_weights(self.networks(), self.step, self.run, self.diverged_fix)
+        state = {**self.state_dict(), "log": line}  # every rank joins the RNG gather
+        if self.run.is_main:
+            save_checkpoint(state, self.checkpoint_dir / "last.pt")
+        barrier()
+        return state if self.run.is_main else None
+
+    def resume(self) -> tuple[list[str], dict[str, Any] | None]:
+        """Continue from the checkpoint ``resume`` names, if any; return the settings this config changes
+        and the checkpoint's log line."""
+        path = resume_path(self.config.resume, self.checkpoint_dir, self.config.overwrite)
+        if path is None:
+            return [], None
+        state = load_checkpoint(path, map_location=self.device)
+        self.check_resumable(state, path)
+        changes = resume_changes(state["config"], self.config, self.changeable, path)
+        try:
+            for key, network in self.networks().items():
+                network.load_state_dict(state[key])
+        except (KeyError, RuntimeError) as error:
+            raise ConfigError(
+                f"{path} does not fit this config's networks ({str(error).splitlines()[0]}); "
+                f"resume with the config in {path.parent.parent / 'config.yaml'}"
+            ) from None
+        for key, optimizer in self.optimizers().items():
+            load_optimizer_state(optimizer, state[key])
+        self.stream.load_state_dict(state["stream"])
+        restore_rng(state["rng"][rank()], self.random_generators())
+        self.step = int(state["step"])
+        self.load_extra_state(state)
+        return changes, state.get("log")

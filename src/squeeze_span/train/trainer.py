@@ -14,13 +14,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from squeeze_span.config import OptimizerConfig, TrainingConfig, to_dict
+from squeeze_span.config import OptimizerConfig, TrainingConfig
 from squeeze_span.data import load_dataset
 from squeeze_span.data.stream import RealBatchStream
 from squeeze_span.errors import ConfigError, DatasetError
@@ -29,26 +30,18 @@ from squeeze_span.methods.base import Method, MethodContext
 from squeeze_span.runtime import autocast, machine_description
 from squeeze_span.train.builder import build_run
 from squeeze_span.train.checkpoint import (
-    capture_rng,
-    load_checkpoint,
-    load_optimizer_state,
-    restore_rng,
     save_checkpoint,
 )
 from squeeze_span.train.distributed import (
-    all_gather_objects,
     any_rank,
-    barrier,
     init_distributed,
     max_over_ranks,
 )
 from squeeze_span.train.run import (
     CHANGEABLE_ON_RESUME,
+    ResumableRun,
     RunFolder,
     check_finite,
-    check_finite_weights,
-    resume_changes,
-    resume_path,
 )
 from squeeze_span.train.sync_batchnorm import convert_sync_batchnorm
 
@@ -111,7 +104,10 @@ def apply_gradients(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler
     scaler.update()
 
 
-class Trainer:
+class Trainer(ResumableRun):
+    changeable = CHANGEABLE
+    diverged_fix = DIVERGED_FIX
+
     def __init__(self, config: TrainingConfig, method_factory: MethodFactory, command: list[str] | None = None):
         self.config = config
         train = config.train
@@ -171,7 +167,6 @@ class Trainer:
         self.elapsed_seconds = 0.0  # training time of the run so far, over all its invocations
         self.clock = time.perf_counter  # a test may slow it down
         self.run = RunFolder(config.output_dir, config, command or sys.argv, self.dist.is_main)
-        self.checkpoint_dir = self.run.checkpoints
         self.monitor_data = None
 
     # ------------------------------------------------------------------ building
@@ -188,68 +183,46 @@ class Trainer:
             raise ConfigError(f"{real} real images per step, but {self.config.data.dataset} has {len(self.dataset)}")
         return synthetic, real
 
-    def _generators(self) -> dict[str, torch.Generator]:
+    # ------------------------------------------------------------------ checkpoints
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"method": self.method}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
+    def random_generators(self) -> dict[str, torch.Generator]:
         generators = {"augmentation": self.augment_generator}
         if self.teacher is not None:
             generators["teacher"] = self.teacher.latent_generator
         return generators
 
-    # ------------------------------------------------------------------ checkpoints
-
-    def state_dict(self) -> dict[str, Any]:
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "step": self.step,
-            "config": to_dict(self.config),
-            "method": self.method.state_dict(),
-            "backbone": self.method.backbone.config,
-            "optimizer": self.optimizer.state_dict(),
+            "backbone": self.method.backbone.config,  # what load_backbone builds from a checkpoint
             "elapsed_seconds": self.elapsed_seconds,
             "scaler": self.scaler.state_dict(),
-            "stream": self.stream.state_dict(),
-            "rng": all_gather_objects(capture_rng(self._generators())),
         }
 
-    def save(self, line: dict[str, Any] | None = None) -> None:
-        """Checkpoint this step with its log line (None if it logs none), which a resume writes if a kill
-        came between the checkpoint and the line."""
-        check_finite_weights({"method": self.method}, self.step, self.run, DIVERGED_FIX)
-        state = {**self.state_dict(), "log": line}  # every rank joins the RNG gather
-        if self.dist.is_main:
-            save_checkpoint(state, self.checkpoint_dir / "last.pt")
-            every = self.config.train.snapshot_every
-            if every and self.step % every == 0:
-                save_checkpoint(state, self.checkpoint_dir / f"step_{self.step:07d}.pt")
-        barrier()
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.elapsed_seconds = float(state.get("elapsed_seconds", 0.0))
+        if state["scaler"]:  # empty when written without fp16
+            self.scaler.load_state_dict(state["scaler"])
 
-    def resume(self) -> tuple[list[str], dict[str, Any] | None]:
-        """Continue from the checkpoint ``resume`` names, if any; return the settings this config changes
-        and the checkpoint's log line."""
-        path = resume_path(self.config.resume, self.checkpoint_dir, self.config.overwrite)
-        if path is None:
-            return [], None
-        state = load_checkpoint(path, map_location=self.device)
+    def check_resumable(self, state: dict[str, Any], path: Path) -> None:
         ranks = len(state["rng"])
         if ranks != self.dist.world_size:
             raise ConfigError(
                 f"{path} was written by {ranks} processes; resume it with the same number, not {self.dist.world_size}, "
                 "or start a new run in another output_dir"
             )
-        changes = resume_changes(state["config"], self.config, CHANGEABLE, path)
-        try:
-            self.method.load_state_dict(state["method"])
-        except RuntimeError as error:
-            raise ConfigError(
-                f"{path} does not fit this config's model ({str(error).splitlines()[0]}); "
-                f"resume with the config in {path.parent.parent / 'config.yaml'}"
-            ) from None
-        load_optimizer_state(self.optimizer, state["optimizer"])
-        self.elapsed_seconds = float(state.get("elapsed_seconds", 0.0))
-        if state["scaler"]:  # empty when written without fp16
-            self.scaler.load_state_dict(state["scaler"])
-        self.stream.load_state_dict(state["stream"])
-        restore_rng(state["rng"][self.dist.rank], self._generators())
-        self.step = int(state["step"])
-        return changes, state.get("log")
+
+    def save(self, line: dict[str, Any] | None = None) -> None:
+        """The checkpoint (see :meth:`ResumableRun.save`), kept also as a snapshot every ``train.snapshot_every``."""
+        state = super().save(line)
+        every = self.config.train.snapshot_every
+        if state is not None and every and self.step % every == 0:
+            save_checkpoint(state, self.checkpoint_dir / f"step_{self.step:07d}.pt")
 
     # ------------------------------------------------------------------ monitoring
 
