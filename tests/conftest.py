@@ -103,3 +103,25 @@ def tiny_run_overrides(
         settings["method.pred_hidden"] = 8
     settings.update(extra)
     return [f"{key}={'null' if value is None else value}" for key, value in settings.items()]
+
+
+def refused_or_loaded(load, error: type[Exception], seconds: float = 0.5, peak_bytes: int = 64 * 2**20):
+    """``load()``'s result, or None where it raised ``error`` in one line; either way within ``seconds``
+    and with a traced allocation peak under ``peak_bytes``: a hostile file's header is checked before
+    memory is spent on what it claims."""
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        result = load()
+    except error as refusal:
+        assert "\n" not in str(refusal), str(refusal)
+        result = None
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert time.perf_counter() - started < seconds
+    assert peak < peak_bytes, f"{peak} bytes allocated"
+    return result

@@ -1,8 +1,13 @@
 import dataclasses
+import time
+import tracemalloc
 import typing
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from squeeze_span.cli import main
 from squeeze_span.config import RULE, GanTrainingConfig, load_config, validate
@@ -178,3 +183,167 @@ def test_a_bad_value_on_the_command_line_is_one_line_and_status_2(command, overr
     assert main([command, config, override, f"output_dir={tmp_path / 'run'}"]) == 2
     assert capsys.readouterr().err == error + "\n"
     assert not (tmp_path / "run").exists()  # refused before anything was built or written
+
+
+# ------------------------------------------------------------------ files that are not what they seem
+
+hostile = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+hostile_slow = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def refused_quickly(path: Path, schema: type = TrainingConfig, names_file: bool = True) -> str:
+    """The one line ``load_config`` refuses ``path`` with (naming it, unless a key's value is at fault);
+    it must take well under a second and little memory."""
+    variants = {"method": METHOD_CONFIGS} if schema is TrainingConfig else None
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, [], schema, variants)
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 0.5
+    assert peak < 64 * 2**20
+    message = str(caught.value)
+    assert "\n" not in message and (str(path) in message or not names_file)
+    return message
+
+
+def test_a_binary_config_is_one_line(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00" + bytes(range(256)))
+    assert "is not UTF-8 text" in refused_quickly(path)
+
+
+def test_a_config_with_nul_bytes_is_one_line(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"train:\n  batch_size: 8\x00\x00\n")
+    assert "is not valid YAML" in refused_quickly(path)
+
+
+def test_an_enormous_config_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "config.yaml"
+    with path.open("wb") as file:
+        file.truncate(2**31)  # sparse: 2 GiB that takes no disk
+    assert "bytes, more than a config file's" in refused_quickly(path)
+
+
+def test_a_billion_laughs_yaml_bomb_is_refused(tmp_path):
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    assert "expands to more than" in refused_quickly(path)
+
+
+def test_a_yaml_bomb_in_a_sweep_plan_is_refused(tmp_path):
+    from squeeze_span.experiments.plan import load_plan
+
+    lines = ["x: &x [a, a, a, a, a, a, a, a, a, a]"]
+    lines += [f"x{i}: &x{i} [{', '.join(['*x' if i == 1 else f'*x{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp_path / "plan.yaml"
+    path.write_text("\n".join(lines) + "\nentries: []\n")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load_plan(path)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_config_that_contains_itself_is_refused(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("train: &loop\n  inner: *loop\n")
+    assert "refers to itself" in refused_quickly(path)
+
+
+def test_a_deeply_nested_config_is_refused(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("train: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    assert "nested more than" in refused_quickly(path)
+
+
+def test_an_interpolation_in_a_config_file_is_refused(tmp_path):
+    # ${a}${a} doubles a string at every level: 40 levels of it would be a terabyte.
+    path = tmp_path / "config.yaml"
+    path.write_text("output_dir: ${data.root}${data.root}\ndata:\n  root: x\n")
+    assert "${...} interpolation" in refused_quickly(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "method:\n  name: [squeeze_span]\n",  # a name that is not a string
+        "method: 5\n",
+        "train: [1, 2]\n",
+        "? [1, 2]\n: 3\n",  # an unhashable key
+        "2020-01-01: 1\n",  # a key OmegaConf cannot hold
+        "output_dir: !!binary aGVsbG8=\n",
+        "train:\n  batch_size: 2020-13-45\n",  # a timestamp that is no date
+        "train:\n  batch_size: " + "9" * 5000 + "\n",  # more digits than Python converts
+        "a: 1\n---\nb: 2\n",
+        "a: *undefined\n",
+    ],
+)
+def test_odd_yaml_is_one_config_error_line(text, tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    refused_quickly(path, names_file=False)
+
+
+def _load_or_refuse(path: Path, schema: type = TrainingConfig) -> None:
+    """The property: the file loads, or load_config refuses it with one ConfigError line, fast."""
+    variants = {"method": METHOD_CONFIGS} if schema is TrainingConfig else None
+    started = time.perf_counter()
+    try:
+        load_config(path, [], schema, variants)
+    except ConfigError as error:
+        assert "\n" not in str(error)
+    assert time.perf_counter() - started < 0.5
+
+
+# No subnormal floats: a trainer test before these sets torch.set_flush_denormal(True) for the process.
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_subnormal=False),
+    st.text(max_size=20),
+    st.binary(max_size=8),
+    st.dates(),
+)
+schema_keys = st.sampled_from(
+    ["method", "name", "syn_ratio", "data", "train", "batch_size", "model", "width", "teacher", "path", "output_dir"]
+)
+yaml_trees = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(schema_keys | st.text(max_size=5), children),
+    max_leaves=20,
+)
+
+
+@pytest.mark.parametrize("schema", [TrainingConfig, GanTrainingConfig])
+@hostile
+@given(content=st.binary(max_size=300))
+def test_any_bytes_load_or_give_one_config_error_line(schema, content, tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    _load_or_refuse(path, schema)
+
+
+@hostile
+@given(tree=yaml_trees)
+def test_any_yaml_tree_loads_or_gives_one_config_error_line(tree, tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.dump(tree, Dumper=yaml.Dumper))  # the full dumper: dates, binary and tags too
+    _load_or_refuse(path)
+
+
+@pytest.mark.slow
+@hostile_slow
+@given(tree=yaml_trees, mutation=st.binary(max_size=4), at=st.integers(min_value=0))
+def test_many_mutated_configs_load_or_give_one_config_error_line(tree, mutation, at, tmp_path):
+    text = Path(CONFIG).read_bytes() + yaml.dump(tree).encode()
+    at %= len(text)
+    path = tmp_path / "config.yaml"
+    path.write_bytes(text[:at] + mutation + text[at + len(mutation) :])
+    _load_or_refuse(path)

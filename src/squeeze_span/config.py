@@ -28,7 +28,7 @@ from typing import Any, Dict, Optional, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from squeeze_span.errors import ConfigError
 from squeeze_span.runtime import PRECISIONS
@@ -225,19 +225,87 @@ class GanTrainingConfig:
     overwrite: bool = False  # true: start over in an output_dir that holds a run, deleting its checkpoints and logs
 
 
+# What a config file may be. The largest in use (a sweep plan) is about 10 kB; these bounds leave
+# room for plans ten times that, yet keep a hostile file (binary, a YAML bomb whose aliases expand
+# to billions of values, thousands of nested brackets) from costing more than a few milliseconds.
+MAX_CONFIG_BYTES = 1 << 17
+MAX_CONFIG_VALUES = 100_000  # scalars, lists and mappings, each alias counted as what it expands to
+MAX_CONFIG_DEPTH = 32
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: str | os.PathLike[str]) -> DictConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
             f"config file {path} does not exist; pass a YAML file such as configs/fashion_mnist/squeeze_span.yaml"
         )
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path} is {size} bytes, more than a config file's {MAX_CONFIG_BYTES}; pass a YAML config file"
+        )
     try:
-        content = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+            "pass a YAML config file"
+        ) from None
+    try:
+        _check_yaml_shape(path, text)
+        content = yaml.load(text, Loader=_YAML_LOADER) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    except ValueError as error:  # a scalar its tag cannot hold: an int of 5000 digits, a 13th month
+        raise ConfigError(f"{path} holds a value YAML cannot read ({str(error).splitlines()[0]})") from None
     if not isinstance(content, dict):
         raise ConfigError(f"{path} must hold a mapping of config sections, not a {type(content).__name__}")
-    return OmegaConf.create(content)
+    try:
+        return OmegaConf.create(content)
+    except OmegaConfBaseException as error:  # a key or value no config holds (a date, bytes)
+        raise ConfigError(f"{path} holds what no config key takes: {str(error).splitlines()[0]}") from None
+
+
+def _check_yaml_shape(path: Path, text: str) -> None:
+    """Refuse YAML that would cost far more to build than its size: too deep, too many values once its
+    aliases are expanded (the "billion laughs"), an alias inside its own anchor, or a ``${...}``
+    interpolation (``${a}${a}`` doubles a string at every level).
+
+    It reads libyaml's event stream, which needs no recursion, before anything is built: the
+    builders recurse in C, where a deep file crashes the process instead of raising.
+    """
+    values = 0
+    anchors: dict[str, int] = {}  # anchor -> how many values it stands for
+    open_collections: list[tuple[str | None, int]] = []  # (anchor, values before it began)
+    for event in yaml.parse(text, Loader=_YAML_LOADER):
+        if isinstance(event, yaml.ScalarEvent):
+            values += 1
+            if event.anchor:
+                anchors[event.anchor] = 1
+            if "${" in event.value:
+                raise ConfigError(
+                    f"{path} uses ${{...}} interpolation ({event.value[:40]!r}), which config files do not "
+                    "support; write the value out"
+                )
+        elif isinstance(event, yaml.CollectionStartEvent):
+            open_collections.append((event.anchor, values))
+            values += 1
+            if len(open_collections) > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"{path} is nested more than {MAX_CONFIG_DEPTH} levels deep; a config needs 4")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, before = open_collections.pop()
+            if anchor:
+                anchors[anchor] = values - before
+        elif isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in open_collections):
+                raise ConfigError(f"{path}: the alias *{event.anchor} refers to itself; write the values out")
+            values += anchors.get(event.anchor, 1)  # an undefined alias is the parser's to refuse
+        if values > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{path} expands to more than {MAX_CONFIG_VALUES} values (through its aliases, or by size); "
+                "a config needs a few dozen: write it without repeating aliases"
+            )
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
@@ -278,6 +346,14 @@ def _user_error(error: OmegaConfBaseException, schema: DictConfig, source: str) 
     return ConfigError(f"bad value for config key {key!r} in {source}: {message}")
 
 
+def _select(config: DictConfig, key: str) -> Any:
+    """``OmegaConf.select``, or None where a section on the way is not a mapping (the merge then says so)."""
+    try:
+        return OmegaConf.select(config, key)
+    except OmegaConfBaseException:
+        return None
+
+
 def load_config(
     path: str | os.PathLike[str] | None,
     overrides: Sequence[str],
@@ -293,17 +369,17 @@ def load_config(
     override_config = _parse_overrides(overrides)
     base = OmegaConf.structured(schema)
     for section, choices in (variants or {}).items():
-        name = OmegaConf.select(override_config, f"{section}.name") or OmegaConf.select(file_config, f"{section}.name")
+        name = _select(override_config, f"{section}.name") or _select(file_config, f"{section}.name")
         if name is None:
             name = getattr(getattr(schema(), section), "name", None)
-        if name not in choices:
+        if not isinstance(name, str) or name not in choices:
             raise ConfigError(f"{section}.name={name!r} is unknown; choose one of {', '.join(sorted(choices))}")
         base[section] = OmegaConf.structured(choices[name])
     merged = base
     for source, layer in ((str(path), file_config), ("the command line", override_config)):
         try:
             merged = OmegaConf.merge(merged, layer)
-        except (ConfigKeyError, ValidationError) as error:
+        except OmegaConfBaseException as error:
             raise _user_error(error, base, source) from None
     try:
         config = OmegaConf.to_object(merged)

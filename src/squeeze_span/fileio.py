@@ -11,11 +11,16 @@ import pickle
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, TypeVar
 
 from squeeze_span.errors import CheckpointError, UnsafePickleError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+Module = TypeVar("Module", bound="nn.Module")
 
 # mkstemp's names: the prefix, 8 characters of tempfile's alphabet, the suffix.
 _TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
@@ -152,3 +157,24 @@ def load_torch_file(path: Path, map_location: Any = "cpu", *, what: str = "squee
             f"{path} is not a readable {what} ({reason}); it is truncated or another kind of file: "
             "copy it again, or pass another"
         ) from None
+
+
+def build_for_weights(
+    build: Callable[[], Module], check: Callable[[Module], None], weights: Mapping[str, Any]
+) -> Module:
+    """The module ``build`` makes, holding ``weights``, with no memory spent on it until they fit.
+
+    A file describes a network (its width, resolution, channels) beside its weights, and the
+    description can lie: a width of 10**9 would allocate terabytes before any weight is compared.
+    So the module is built on the meta device first (shapes without storage), and ``check`` compares
+    it with ``weights`` (read from the file, so their sizes are real) and raises where they differ;
+    only then is it given memory and loaded.
+    """
+    import torch
+
+    with torch.device("meta"):
+        module = build()
+    check(module)
+    module = module.to_empty(device="cpu")
+    module.load_state_dict(dict(weights), strict=True)
+    return module

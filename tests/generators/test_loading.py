@@ -119,14 +119,23 @@ def test_a_factory_import_path_names_a_generator():
 @pytest.mark.parametrize(
     ("key", "value", "refusal"),
     [
-        ("img_channels", -3, "img_channels=-3 is out of range; it must be an integer >= 1"),
-        ("img_resolution", 24, "img_resolution=24 is out of range; it must be a power of two >= 4"),
-        ("z_dim", 8.0, "z_dim=8.0 is out of range; it must be an integer >= 1"),
-        ("w_dim", True, "w_dim=True is out of range; it must be an integer >= 1"),
+        ("img_channels", -3, "img_channels=-3 is out of range; it must be an integer in [1, 16]"),
+        ("img_resolution", 24, "img_resolution=24 is out of range; it must be a power of two in [4, 2048]"),
+        ("z_dim", 8.0, "z_dim=8.0 is out of range; it must be an integer in [1, 4096]"),
+        ("w_dim", True, "w_dim=True is out of range; it must be an integer in [1, 4096]"),
         (
             "mapping_kwargs",
             {"num_layers": 0},
-            "mapping_kwargs.num_layers=0 is out of range; it must be an integer >= 1",
+            "mapping_kwargs.num_layers=0 is out of range; it must be an integer in [1, 64]",
+        ),
+        # Absurd sizes, refused before a network of terabytes is built:
+        ("img_resolution", 2**30, "img_resolution=1073741824 is out of range; it must be a power of two in [4, 2048]"),
+        ("img_channels", 10**6, "img_channels=1000000 is out of range; it must be an integer in [1, 16]"),
+        ("w_dim", 10**9, "w_dim=1000000000 is out of range; it must be an integer in [1, 4096]"),
+        (
+            "synthesis_kwargs",
+            {**TINY_SYNTHESIS, "channel_max": 10**9},
+            "synthesis_kwargs.channel_max=1000000000 is out of range; it must be an integer in [1, 4096]",
         ),
         (
             "synthesis_kwargs",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import math
 import os
 import pickle
 import struct
@@ -415,15 +416,20 @@ _IDX_IMAGES_MAGIC, _IDX_LABELS_MAGIC = 2051, 2049
 _READ_CHUNK = 1 << 20
 
 
-def _read_into(file: BinaryIO, buffer: memoryview) -> int:
-    """Fill ``buffer`` from ``file`` in chunks (no full-size temporary); return the bytes read."""
-    filled = 0
-    while filled < len(buffer):
-        count = file.readinto(buffer[filled : filled + _READ_CHUNK])
-        if not count:
+# An IDX header can claim up to 2**96 bytes; no dataset read here comes near this many.
+_MAX_IDX_PAYLOAD = 1 << 32
+
+
+def _read_at_most(file: BinaryIO, count: int) -> bytearray:
+    """Up to ``count`` bytes of ``file``, read in chunks: memory grows with what the file really holds,
+    not with what its header claims (a gzip stream's length is unknown until it is read)."""
+    data = bytearray()
+    while len(data) < count:
+        chunk = file.read(min(_READ_CHUNK, count - len(data)))
+        if not chunk:
             break
-        filled += count
-    return filled
+        data += chunk
+    return data
 
 
 def _read_idx(path: Path, magic: int, fix: str) -> np.ndarray:
@@ -438,15 +444,20 @@ def _read_idx(path: Path, magic: int, fix: str) -> np.ndarray:
             if found != magic:
                 kind = "image" if dims == 3 else "label"
                 raise DatasetError(f"{path} has magic number {found}, not {magic} (IDX {kind} file); {fix}")
-            array = np.empty(shape, dtype=np.uint8)
-            filled = _read_into(file, memoryview(array.reshape(-1)))
-            if filled < array.size:
-                raise _truncated(path, f"{filled} of {array.size} payload bytes", fix)
-            if file.read(1):
-                raise _truncated(path, f"more than the {array.size} payload bytes its header gives", fix)
+            size = math.prod(shape)
+            if not 0 < size <= _MAX_IDX_PAYLOAD:
+                claim = "x".join(map(str, shape))
+                raise _truncated(
+                    path, f"its header claims a {claim} array, {size} bytes; at most {_MAX_IDX_PAYLOAD}", fix
+                )
+            payload = _read_at_most(file, size + 1)
+            if len(payload) < size:
+                raise _truncated(path, f"{len(payload)} of {size} payload bytes", fix)
+            if len(payload) > size:
+                raise _truncated(path, f"more than the {size} payload bytes its header gives", fix)
     except (EOFError, OSError, zlib.error) as error:
         raise _truncated(path, f"{type(error).__name__}: {error}", fix) from None
-    return array
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
 def _find_idx(root: Path, stem: str, fix: str) -> Path:

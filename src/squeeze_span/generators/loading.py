@@ -35,20 +35,22 @@ VERSION = 1
 NETWORK_NAMES = ("G_ema", "G", "D")  # in the order a teacher is looked for
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 # What a stored network's init kwargs (and the dicts nested in them) must hold: a bad value
-# would fail deep in a constructor, or build a network that fails at its first call.
+# would fail deep in a constructor, or build a network that fails at its first call. The upper
+# bounds lie far above NVIDIA's largest networks (1024 px, 512 channels, 32768 channel_base), and
+# far below what would exhaust memory: a file that claims more is refused before anything is built.
 INIT_KWARG_RULES: dict[str, tuple[type, Bounds | Choice]] = {
-    "z_dim": (int, Bounds(min=1)),
-    "c_dim": (int, Bounds(min=0)),
-    "w_dim": (int, Bounds(min=1)),
-    "img_resolution": (int, Bounds(min=4, power_of_two=True)),
-    "img_channels": (int, Bounds(min=1)),
-    "channel_base": (int, Bounds(min=1)),
-    "channel_max": (int, Bounds(min=1)),
-    "num_fp16_res": (int, Bounds(min=0)),
-    "num_layers": (int, Bounds(min=1)),
+    "z_dim": (int, Bounds(min=1, max=4096)),
+    "c_dim": (int, Bounds(min=0, max=1_000_000)),
+    "w_dim": (int, Bounds(min=1, max=4096)),
+    "img_resolution": (int, Bounds(min=4, max=2048, power_of_two=True)),
+    "img_channels": (int, Bounds(min=1, max=16)),
+    "channel_base": (int, Bounds(min=1, max=1 << 20)),
+    "channel_max": (int, Bounds(min=1, max=4096)),
+    "num_fp16_res": (int, Bounds(min=0, max=16)),
+    "num_layers": (int, Bounds(min=1, max=64)),
     "architecture": (str, Choice(ARCHITECTURES)),
-    "mbstd_group_size": (int, Bounds(min=1)),
-    "mbstd_num_channels": (int, Bounds(min=0)),
+    "mbstd_group_size": (int, Bounds(min=1, max=4096)),
+    "mbstd_num_channels": (int, Bounds(min=0, max=64)),
 }
 NULLABLE_INIT_KWARGS = frozenset({"mbstd_group_size"})  # None: the whole batch is one group
 

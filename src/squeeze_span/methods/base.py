@@ -72,6 +72,40 @@ def split_batch(batch_size: int, syn_ratio: float) -> tuple[int, int]:
     return synthetic, batch_size - synthetic
 
 
+# Each process forwards its share of every kind of image as a batch of its own, and BatchNorm and
+# VICReg's variance are undefined over a single image: every kind a batch holds needs this many per process.
+MIN_IMAGES_PER_PROCESS = 2
+_LARGEST_BATCH_SEARCHED = 1 << 20
+
+
+def check_batch_split(method: Method, batch_size: int, world_size: int) -> tuple[int, int]:
+    """``method.split(batch_size)``, when ``world_size`` processes can share each of its parts evenly, at
+    least :data:`MIN_IMAGES_PER_PROCESS` images of every kind each; else a :class:`ConfigError` that names
+    the smallest batch size that works for this method, its mix and this number of processes."""
+
+    def works(batch: int, kinds: tuple[bool, bool] | None = None) -> bool:
+        parts = method.split(batch)
+        return (kinds is None or tuple(part > 0 for part in parts) == kinds) and all(
+            part % world_size == 0 and (part == 0 or part >= MIN_IMAGES_PER_PROCESS * world_size) for part in parts
+        )
+
+    synthetic, real = method.split(batch_size)
+    if works(batch_size):
+        return synthetic, real
+    kinds = (synthetic > 0, real > 0)  # the smallest batch that works holds the same kinds of image
+    smallest = next((batch for batch in range(2, _LARGEST_BATCH_SEARCHED) if works(batch, kinds)), None)
+    config = getattr(method, "config", None)
+    setting = ", ".join(f"{key}={getattr(config, key)}" for key in ("data", "syn_ratio") if hasattr(config, key))
+    described = f"{getattr(config, 'name', '') or type(method).__name__}" + (f" ({setting})" if setting else "")
+    processes = f"{world_size} process" + ("es" if world_size > 1 else "")
+    fix = f"the smallest that works is train.batch_size={smallest}" if smallest else "change method.syn_ratio"
+    raise ConfigError(
+        f"train.batch_size={batch_size} gives {described} {synthetic} generated and {real} real images over "
+        f"{processes}; each process needs the same number of each kind, and at least {MIN_IMAGES_PER_PROCESS} "
+        f"of any kind it gets (BatchNorm and the variance are undefined over one): {fix}"
+    )
+
+
 def require_teacher(context: MethodContext, what: str) -> None:
     """Stop with one line when ``what`` (e.g. 'method vicreg with data=syn') has no teacher to draw from."""
     if context.teacher is None:

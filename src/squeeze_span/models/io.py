@@ -28,8 +28,9 @@ from safetensors.torch import save_file
 from squeeze_span import assets
 from squeeze_span.data import DATASET_INFO
 from squeeze_span.errors import CheckpointError, ConfigError
-from squeeze_span.fileio import atomic_write, is_torch_archive, load_torch_file
+from squeeze_span.fileio import atomic_write, build_for_weights, is_torch_archive, load_torch_file
 from squeeze_span.models.resnet import BACKBONES, ResNet, build_backbone
+from squeeze_span.validation import Bounds
 
 FORMAT = "squeeze-span-backbone"
 VERSION = 1
@@ -91,16 +92,23 @@ def load_backbone(path: str | os.PathLike[str], *, arch: str | None = None) -> R
         )
     metadata, tensors = _read_safetensors(path)
     config = _backbone_config(path, metadata, tensors, arch)
-    try:
-        model = build_backbone(config.pop("arch"), **config)
-    except ConfigError as error:
-        raise CheckpointError(f"{path} describes a backbone that cannot be built ({error}); {EXPORT_HINT}") from error
     if METADATA_KEY in metadata:
         fix = "the weights do not match the file's metadata; re-export it with `squeeze-span export`"
     else:
         fix = f"check that it is a torchvision-named ResNet-18 state dict for arch={arch!r}"
-    _check_keys(path, model, tensors, fix)
-    model.load_state_dict(tensors, strict=True)
+    return _build_holding(path, config, tensors, fix)
+
+
+def _build_holding(path: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor], fix: str) -> ResNet:
+    """The backbone ``config`` describes, holding ``tensors``; nothing is allocated until they fit it."""
+    config = dict(config)
+    arch = config.pop("arch")
+    try:
+        model = build_for_weights(
+            lambda: build_backbone(arch, **config), lambda model: _check_keys(path, model, tensors, fix), tensors
+        )
+    except ConfigError as error:
+        raise CheckpointError(f"{path} describes a backbone that cannot be built ({error}); {EXPORT_HINT}") from error
     return model.eval()
 
 
@@ -124,10 +132,8 @@ def _backbone_from_training_checkpoint(path: Path) -> ResNet:
         raise CheckpointError(f"{path} is not a squeeze-span training checkpoint ({error})") from None
     if "image_size" not in config:
         config["image_size"] = _configured_size(state.get("config"))
-    model = build_backbone(config.pop("arch"), **config)
-    _check_keys(path, model, weights, "the checkpoint does not hold this backbone's weights")
-    model.load_state_dict(weights, strict=True)
-    return model.eval()
+    config = _checked_config(path, config, "its 'backbone' entry")
+    return _build_holding(path, config, weights, "the checkpoint does not hold this backbone's weights")
 
 
 def _configured_size(run_config: Any) -> int | None:
@@ -179,19 +185,47 @@ def _backbone_config(
             f"version {VERSION}; use the squeeze-span version that wrote it, or re-export it"
         )
     config = {name: header.get(name) for name in ("arch", "in_channels", "width", "num_classes")}
-    if config["arch"] not in BACKBONES:
-        raise CheckpointError(
-            f"{path} names unknown arch {config['arch']!r}; valid: {', '.join(sorted(BACKBONES))}; {EXPORT_HINT}"
-        )
     if "image_size" in header:  # absent from files of runs that did not record it
         config["image_size"] = header["image_size"]
-    for name in ("in_channels", "width", "num_classes", "image_size"):
-        if name in config and (isinstance(config[name], bool) or not isinstance(config[name], int)):
-            raise CheckpointError(f"{path} has no valid {name!r} in its metadata; {EXPORT_HINT}")
+    config = _checked_config(path, config, "its metadata")
     if arch is not None and arch != config["arch"]:
         raise CheckpointError(
             f"{path} holds a {config['arch']} backbone, not {arch}; pass arch={config['arch']!r} or leave it out"
         )
+    return config
+
+
+# What a file may say of its backbone: far above anything this project trains (width 64, 96 px
+# images), far below what would exhaust memory; its weights must then agree.
+BACKBONE_RULES = {
+    "in_channels": Bounds(min=1, max=64),
+    "width": Bounds(min=1, max=4096),
+    "num_classes": Bounds(min=0, max=1_000_000),
+    "image_size": Bounds(min=1, max=4096),
+}
+
+
+def _checked_config(path: Path, config: Any, where: str) -> dict[str, Any]:
+    """``config`` (a file's account of its backbone) checked value by value, before anything is built from
+    it: a width of 10**9 is refused, not allocated. :func:`_build_holding` then holds it to the weights."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: {where} is a {type(config).__name__}, not a mapping; {EXPORT_HINT}")
+    unknown = sorted(map(str, set(config) - {"arch", *BACKBONE_RULES}))
+    if unknown:
+        raise CheckpointError(f"{path}: {where} has unknown key {unknown[0]!r}; {EXPORT_HINT}")
+    if not isinstance(config.get("arch"), str) or config["arch"] not in BACKBONES:
+        raise CheckpointError(
+            f"{path} names unknown arch {config.get('arch')!r}; valid: {', '.join(sorted(BACKBONES))}; {EXPORT_HINT}"
+        )
+    for name, rule in BACKBONE_RULES.items():
+        value = config.get(name)
+        if name == "image_size" and value is None:  # older files did not record it
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not rule.admits(value):
+            raise CheckpointError(
+                f"{path} has no valid {name!r} in {where} (found {value!r}; it must be {rule.describe(True)}); "
+                f"{EXPORT_HINT}"
+            )
     return config
 
 

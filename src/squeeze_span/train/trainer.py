@@ -26,7 +26,7 @@ from squeeze_span.data import load_dataset
 from squeeze_span.data.stream import RealBatchStream
 from squeeze_span.errors import ConfigError, DatasetError
 from squeeze_span.eval import extract_features, knn_accuracy
-from squeeze_span.methods.base import Method, MethodContext
+from squeeze_span.methods.base import Method, MethodContext, check_batch_split
 from squeeze_span.runtime import autocast, machine_description
 from squeeze_span.train.builder import build_run
 from squeeze_span.train.checkpoint import (
@@ -172,13 +172,7 @@ class Trainer(ResumableRun):
     # ------------------------------------------------------------------ building
 
     def _split_batch(self) -> tuple[int, int]:
-        batch, world = self.config.train.batch_size, self.dist.world_size
-        synthetic, real = self.method.split(batch)
-        if synthetic % world or real % world:
-            raise ConfigError(
-                f"train.batch_size={batch} splits into {synthetic} synthetic and {real} real images, which "
-                f"{world} processes cannot share evenly; pick a batch size whose parts divide by {world}"
-            )
+        synthetic, real = check_batch_split(self.method, self.config.train.batch_size, self.dist.world_size)
         if real > len(self.dataset):
             raise ConfigError(f"{real} real images per step, but {self.config.data.dataset} has {len(self.dataset)}")
         return synthetic, real
