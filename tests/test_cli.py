@@ -261,8 +261,8 @@ def test_a_convert_gan_folder_with_a_bad_init_kwarg_is_one_line(tiny_teacher, tm
     description_path.write_text(json.dumps(description))
     assert main(["sample-gan", str(tiny_teacher), "--out", str(tmp_path / "grid.png")]) == 2
     assert capsys.readouterr().err == (
-        f"CheckpointError: {description_path}: init kwarg img_channels=-3 is out of range; it must be an integer >= 1; "
-        "fix the file, or convert the pickle again\n"
+        f"CheckpointError: {description_path}: init kwarg img_channels=-3 is out of range; "
+        "it must be an integer in [1, 16]; fix the file, or convert the pickle again\n"
     )
 
 

@@ -194,7 +194,7 @@ hostile_slow = settings(max_examples=500, deadline=None, suppress_health_check=[
 def refused_quickly(path: Path, schema: type = TrainingConfig, names_file: bool = True) -> str:
     """The one line ``load_config`` refuses ``path`` with (naming it, unless a key's value is at fault);
     it must take well under a second and little memory."""
-    variants = {"method": METHOD_CONFIGS} if schema is TrainingConfig else None
+    variants = {"method": method_configs()} if schema is TrainingConfig else None
     tracemalloc.start()
     started = time.perf_counter()
     try:
@@ -292,7 +292,7 @@ def test_odd_yaml_is_one_config_error_line(text, tmp_path):
 
 def _load_or_refuse(path: Path, schema: type = TrainingConfig) -> None:
     """The property: the file loads, or load_config refuses it with one ConfigError line, fast."""
-    variants = {"method": METHOD_CONFIGS} if schema is TrainingConfig else None
+    variants = {"method": method_configs()} if schema is TrainingConfig else None
     started = time.perf_counter()
     try:
         load_config(path, [], schema, variants)

@@ -57,6 +57,30 @@ def _probe(args: argparse.Namespace) -> None:
     _report_probe(result, name, args)
 
 
+def add_probe_command(commands: argparse._SubParsersAction) -> None:
+    from squeeze_span.models import BACKBONES
+
+    probe = commands.add_parser(
+        "probe",
+        help="linear-probe (and kNN-probe) a frozen backbone on a labeled dataset",
+        description="Probe a frozen backbone: features of a center view, then a linear classifier (and kNN).",
+    )
+    which = probe.add_mutually_exclusive_group(required=True)
+    which.add_argument("checkpoint", nargs="?", help="a training checkpoint or an exported backbone (.safetensors)")
+    which.add_argument("--random-init", metavar="ARCH", choices=sorted(BACKBONES), help="probe an untrained backbone")
+    which.add_argument("--raw-pixels", action="store_true", help="probe the view's pixels themselves (a floor)")
+    probe.add_argument(
+        "--width", type=POSITIVE_INT, default=16, help="base width of --random-init (16, the CPU default; paper: 64)"
+    )
+    add_probe_options(
+        probe,
+        size_help="image size the backbone sees (default: the size it was trained at, if its file records it, "
+        "else the dataset's training size)",
+    )
+    probe.add_argument("--seed", type=int, default=0, help="seed of --random-init's weights")
+    probe.set_defaults(handler=_probe)
+
+
 def _probe_discriminator(args: argparse.Namespace) -> None:
     from squeeze_span.eval.jobs import discriminator_features
     from squeeze_span.eval.probe import probe_backbone
@@ -85,6 +109,25 @@ def _probe_discriminator(args: argparse.Namespace) -> None:
         discriminator_resolution=features.discriminator.img_resolution,
     )
     _report_probe(result, f"D of {args.model} ({args.features}: {', '.join(features.tap_names)})", args)
+
+
+def add_probe_discriminator_command(commands: argparse._SubParsersAction) -> None:
+    probe_d = commands.add_parser(
+        "probe-discriminator",
+        help="linear-probe a GAN's frozen discriminator on a labeled dataset (Table 1's discriminator rows)",
+        description="Probe the features of MODEL's discriminator D on real images, as `probe` probes a backbone: "
+        "multi: its blocks' outputs bR ... b8 averaged over space and its b4.fc, concatenated; single: b4.fc alone. "
+        "D sees the images in [-1, 1] at their own size, padded with -1 to its resolution when smaller (as "
+        "train-gan trains it), resized when larger, with its channels (gray copied to RGB, RGB to luma).",
+    )
+    probe_d.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a StyleGAN2-ADA .pkl, a convert-gan folder, a train-gan snapshot folder, or asset:NAME, holding a D",
+    )
+    probe_d.add_argument("--features", choices=("multi", "single"), default="multi")
+    add_probe_options(probe_d, size_help="resize the images to this size before D fits them (default: their own)")
+    probe_d.set_defaults(handler=_probe_discriminator)
 
 
 def protocol_arguments(args: argparse.Namespace) -> dict:
@@ -130,6 +173,18 @@ def _train(args: argparse.Namespace) -> None:
     print(f"step {record['step']}: loss {record['loss']:.4f}{knn}; run folder {config.output_dir}")
 
 
+def add_train_command(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a method (squeeze and span, ...) from a YAML config with key=value overrides",
+        description="Train from CONFIG.yaml; key=value overrides (e.g. teacher.path=G.pkl train.max_steps=30 "
+        "output_dir=runs/x resume=auto) change single keys. The resolved config goes to OUTPUT_DIR/config.yaml.",
+    )
+    train.add_argument("config", metavar="CONFIG.yaml")
+    train.add_argument("overrides", nargs="*", metavar="key=value")
+    train.set_defaults(handler=_train)
+
+
 def _train_gan(args: argparse.Namespace) -> None:
     from squeeze_span.config import GanTrainingConfig, load_config
     from squeeze_span.train.gan import GanTrainer
@@ -146,11 +201,34 @@ def _train_gan(args: argparse.Namespace) -> None:
     print(f"kimg {record['kimg']:.1f}, step {record['step']}: {state}; run folder {config.output_dir}")
 
 
+def add_train_gan_command(commands: argparse._SubParsersAction) -> None:
+    train_gan = commands.add_parser(
+        "train-gan",
+        help="train a StyleGAN2 on a dataset (snapshots G_ema, G, D for teachers), from a YAML config",
+        description="Train our StyleGAN2 from CONFIG.yaml (e.g. configs/fashion_mnist/gan.yaml) with key=value "
+        "overrides (train.max_seconds=3600 resume=auto ...); snapshots go to OUTPUT_DIR/snapshots/.",
+    )
+    train_gan.add_argument("config", metavar="CONFIG.yaml")
+    train_gan.add_argument("overrides", nargs="*", metavar="key=value")
+    train_gan.set_defaults(handler=_train_gan)
+
+
 def _export(args: argparse.Namespace) -> None:
     from squeeze_span.models import load_backbone, save_backbone
 
     path = save_backbone(load_backbone(args.run_dir), args.out)
     print(f"wrote {path}")
+
+
+def add_export_command(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write a run's backbone as .safetensors with torchvision's resnet18 names",
+        description="Export the backbone of RUN_DIR (its checkpoints/last.pt) or of a checkpoint file.",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("out", metavar="OUT.safetensors")
+    export.set_defaults(handler=_export)
 
 
 def _fd(args: argparse.Namespace) -> None:
@@ -168,6 +246,32 @@ def _fd(args: argparse.Namespace) -> None:
     )
     distance, metric = fd(args.model)
     print(f"{metric} of {args.model} against {args.dataset} train ({args.n} images each): {distance:.3f}")
+
+
+def add_fd_command(commands: argparse._SubParsersAction) -> None:
+    from squeeze_span.data import DATASETS
+
+    fd = commands.add_parser(
+        "fd",
+        help="Frechet distance of a generator's samples to a dataset (FID with Inception weights)",
+        description="Frechet distance between MODEL's samples and the dataset's train images, in the features "
+        "of a classifier trained on the dataset (FD-<dataset>-classifier) or, with --inception, of "
+        "pt_inception-2015-12-05 (FID).",
+    )
+    fd.add_argument("model", metavar="MODEL")
+    fd.add_argument("--dataset", required=True, choices=DATASETS)
+    fd.add_argument("--data", metavar="ROOT")
+    extractor = fd.add_mutually_exclusive_group()
+    extractor.add_argument(
+        "--classifier",
+        metavar="BACKBONE",
+        help="a classifier: run folder or exported backbone (Fashion-MNIST: the shipped one)",
+    )
+    extractor.add_argument("--inception", metavar="PT", help="pt_inception-2015-12-05-6726825d.pth: the number is FID")
+    fd.add_argument("--n", type=argument(int, min=2), default=10000, help="images of each set (a covariance needs 2)")
+    fd.add_argument("--device", default="auto")
+    fd.add_argument("--no-progress", action="store_true")
+    fd.set_defaults(handler=_fd)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -189,6 +293,32 @@ def _demo(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 
+def add_demo_command(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="the embedded default: squeeze and span vs VICReg at equal time on Fashion-MNIST, probed",
+        description="Train Squeeze and Span from the shipped StyleGAN2 teacher, and VICReg on real images, each "
+        "for the same time budget on real Fashion-MNIST; probe both and an untrained backbone.",
+    )
+    demo.add_argument(
+        "--minutes", type=POSITIVE_FLOAT, help="training budget of each method (default: DemoSettings.minutes, 7)"
+    )
+    demo.add_argument("--data", metavar="ROOT", help="Fashion-MNIST's IDX files (default: Debian's)")
+    demo.add_argument("--output-dir", default="runs/demo")
+    demo.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="validation: probe on a sixth of train held out, for tuning (test is not read)",
+    )
+    demo.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="for both methods' configs, e.g. optimizer.base_lr=0.1"
+    )
+    demo.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(handler=_demo)
+
+
 def _convert_gan(args: argparse.Namespace) -> None:
     from squeeze_span.generators import load_networks, save_network
 
@@ -196,6 +326,18 @@ def _convert_gan(args: argparse.Namespace) -> None:
     for name, network in networks.items():
         path = save_network(network, args.out_dir, name)
         print(f"{name}: {type(network).__name__} -> {path} (+ {path.with_suffix('.json').name})")
+
+
+def add_convert_gan_command(commands: argparse._SubParsersAction) -> None:
+    convert = commands.add_parser(
+        "convert-gan",
+        help="convert a StyleGAN2-ADA pickle to safetensors + JSON, loadable without any pickle",
+        description="Read a stylegan2-ada-pytorch pickle without running its code; write each network "
+        "(G, G_ema, D) as NAME.safetensors plus NAME.json (its init kwargs).",
+    )
+    convert.add_argument("pickle", metavar="IN.pkl")
+    convert.add_argument("out_dir", metavar="OUT_DIR")
+    convert.set_defaults(handler=_convert_gan)
 
 
 def _sample_gan(args: argparse.Namespace) -> None:
@@ -216,6 +358,27 @@ def _sample_gan(args: argparse.Namespace) -> None:
     print(f"wrote {save_image_grid(images, args.out, args.columns)}: {args.n} samples of {tuple(images.shape[1:])}")
 
 
+def add_sample_gan_command(commands: argparse._SubParsersAction) -> None:
+    from squeeze_span.config import NOISE_MODES
+    from squeeze_span.runtime import PRECISIONS
+
+    sample = commands.add_parser(
+        "sample-gan",
+        help="write a grid of a generator's samples as PNG, to look at a teacher",
+        description="Sample a generator (a .pkl, a convert-gan folder, or package.module:factory) into a PNG grid.",
+    )
+    sample.add_argument("model", metavar="MODEL")
+    sample.add_argument("--n", type=POSITIVE_INT, default=64, help="number of samples")
+    sample.add_argument("--out", default="grid.png")
+    sample.add_argument("--columns", type=POSITIVE_INT, help="images per row (default: a square grid)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--truncation", type=FINITE_FLOAT, default=1.0, help="truncation psi (StyleGAN2)")
+    sample.add_argument("--noise-mode", choices=NOISE_MODES, default="const")
+    sample.add_argument("--device", default="auto")
+    sample.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    sample.set_defaults(handler=_sample_gan)
+
+
 def _sweep(args: argparse.Namespace) -> None:
     from squeeze_span.experiments.sweep import run_sweep
 
@@ -228,6 +391,21 @@ def _sweep(args: argparse.Namespace) -> None:
             f"{len(outcome.failed)} of the sweep's runs failed (listed above); fix them and run the sweep again: "
             "finished runs are kept"
         )
+
+
+def add_sweep_command(commands: argparse._SubParsersAction) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a plan's training runs and probes in turn; finished runs are skipped, unfinished ones resumed",
+        description="Run every (entry, seed) of PLAN.yaml (see squeeze_span.experiments.plan) that has no result "
+        "yet: train (resuming) and probe, or probe. Each finished one writes RESULTS_DIR/NAME/seedS.json; "
+        "stop the sweep at any point and run the same command again to continue.",
+    )
+    sweep.add_argument("plan", metavar="PLAN.yaml")
+    sweep.add_argument("--only", nargs="+", metavar="NAME", help="run only these entries")
+    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    sweep.add_argument("--no-progress", action="store_true", help="hide progress bars (the overall lines stay)")
+    sweep.set_defaults(handler=_sweep)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -250,6 +428,36 @@ def _bench(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def add_bench_command(commands: argparse._SubParsersAction) -> None:
+    from squeeze_span.runtime import PRECISIONS
+
+    bench = commands.add_parser(
+        "bench",
+        help="images/s of a squeeze and span step beside VICReg's, the bare student step, the teacher and augmentation",
+        description="Measure, in one process and in turns, after a warm-up: the bare student step, VICReg on real "
+        "images, squeeze and span with the teacher rendering each step and from a teacher pool, the teacher alone "
+        "and the augmentation alone, on the embedded default's student (configs/fashion_mnist/squeeze_span.yaml); "
+        "print the median images/s of each. Real images: Fashion-MNIST, else random ones of its shape.",
+    )
+    bench.add_argument(
+        "--teacher",
+        default="shipped",
+        metavar="MODEL|shipped|cifar10-config",
+        help="shipped: asset:fashion_mnist_stylegan2; cifar10-config: a random StyleGAN2 of the paper's CIFAR-10 "
+        "generator (32x32 RGB, 512 channels); or a .pkl, a convert-gan folder, asset:NAME",
+    )
+    bench.add_argument("--batch", type=argument(int, min=2), default=256, help="images per step, B (B_s = alpha B)")
+    bench.add_argument("--precision", choices=PRECISIONS, default="bf16")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    bench.add_argument("--steps", type=POSITIVE_INT, default=10, help="timed steps of each case")
+    bench.add_argument("--warmup", type=argument(int, min=0), default=2, help="untimed steps of each case first")
+    bench.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    bench.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="for the student's config, e.g. model.width=64"
+    )
+    bench.set_defaults(handler=_bench)
+
+
 def _report(args: argparse.Namespace) -> None:
     from squeeze_span.experiments.report import build_report, group_title
 
@@ -261,6 +469,21 @@ def _report(args: argparse.Namespace) -> None:
         if claim["protocol"] == summary["primary"] and claim["verdict"] != "not measured":
             where = group_title(claim["steps"], claim["variant"])
             print(f"  {where}, claim {claim['number']}: {claim['claim']}: {claim['verdict']}")
+
+
+def add_report_command(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report",
+        help="tables, claims and figures from a sweep's results",
+        description="Read RESULTS_DIR/NAME/seedS.json (written by `squeeze-span sweep`) and write OUT/REPORT.md, "
+        "OUT/results.json, OUT/table2.png and OUT/figure4.png.",
+    )
+    report.add_argument("results", metavar="RESULTS_DIR")
+    report.add_argument("--out", required=True, metavar="DIR")
+    report.add_argument(
+        "--plan", metavar="PLAN.yaml", help="the sweep's plan: rows in its order, its missing runs listed"
+    )
+    report.set_defaults(handler=_report)
 
 
 def _figure2(args: argparse.Namespace) -> None:
@@ -322,6 +545,44 @@ def _figure2(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def add_figure2_command(commands: argparse._SubParsersAction) -> None:
+    from squeeze_span.data import DATASETS
+
+    figure2 = commands.add_parser(
+        "figure2",
+        help="the paper's Figure 2: maps of generated images by latent, G and D features, coloured by class",
+        description="Sample N images from MODEL and draw three 2-D maps of them side by side: of the latent w, "
+        "of the generator's block features and, when MODEL holds a discriminator (an NVIDIA pickle or a "
+        "convert-gan folder with D), of its features; each point is coloured by the class a classifier "
+        "predicts for the image, and a last panel counts the images per class.",
+    )
+    figure2.add_argument(
+        "model", metavar="MODEL", help="a .pkl, a convert-gan folder, asset:NAME or package.module:factory"
+    )
+    figure2.add_argument("--dataset", required=True, choices=DATASETS, help="the dataset the classifier knows")
+    figure2.add_argument(
+        "--classifier", metavar="BACKBONE", help="a backbone with a classifier head (Fashion-MNIST: the shipped one)"
+    )
+    figure2.add_argument(
+        "--n",
+        type=argument(int, min=4),
+        default=5000,
+        help="generated images, at least 4 (the paper: 50,000, with UMAP)",
+    )
+    figure2.add_argument(
+        "--embedding",
+        choices=("tsne", "umap"),
+        default="tsne",
+        help="tsne: our exact t-SNE (N up to 20,000); umap: needs umap-learn",
+    )
+    figure2.add_argument("--out", default="figure2.png", help="the figure (.png, .pdf or .svg)")
+    figure2.add_argument("--json", metavar="OUT", help="also write the histogram, pseudo-labels and 2-D points as JSON")
+    figure2.add_argument("--seed", type=int, default=0)
+    figure2.add_argument("--device", default="auto")
+    figure2.add_argument("--no-progress", action="store_true")
+    figure2.set_defaults(handler=_figure2)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose mistakes raise ConfigError: one line and status 2, like every other user error."""
 
@@ -370,240 +631,27 @@ def add_probe_options(parser: argparse.ArgumentParser, *, size_help: str) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from squeeze_span.config import NOISE_MODES
-    from squeeze_span.data import DATASETS
-    from squeeze_span.models import BACKBONES
-    from squeeze_span.runtime import PRECISIONS
-
     parser = ArgumentParser(
         prog="squeeze-span",
         description="Distil a visual backbone from a pretrained GAN generator (Squeeze and Span).",
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-
-    demo = commands.add_parser(
-        "demo",
-        help="the embedded default: squeeze and span vs VICReg at equal time on Fashion-MNIST, probed",
-        description="Train Squeeze and Span from the shipped StyleGAN2 teacher, and VICReg on real images, each "
-        "for the same time budget on real Fashion-MNIST; probe both and an untrained backbone.",
-    )
-    demo.add_argument(
-        "--minutes", type=POSITIVE_FLOAT, help="training budget of each method (default: DemoSettings.minutes, 7)"
-    )
-    demo.add_argument("--data", metavar="ROOT", help="Fashion-MNIST's IDX files (default: Debian's)")
-    demo.add_argument("--output-dir", default="runs/demo")
-    demo.add_argument(
-        "--split",
-        choices=("test", "validation"),
-        default="test",
-        help="validation: probe on a sixth of train held out, for tuning (test is not read)",
-    )
-    demo.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="for both methods' configs, e.g. optimizer.base_lr=0.1"
-    )
-    demo.add_argument("--json", metavar="OUT", help="also write the results as JSON")
-    demo.add_argument("--no-progress", action="store_true")
-    demo.set_defaults(handler=_demo)
-
-    probe = commands.add_parser(
-        "probe",
-        help="linear-probe (and kNN-probe) a frozen backbone on a labeled dataset",
-        description="Probe a frozen backbone: features of a center view, then a linear classifier (and kNN).",
-    )
-    which = probe.add_mutually_exclusive_group(required=True)
-    which.add_argument("checkpoint", nargs="?", help="a training checkpoint or an exported backbone (.safetensors)")
-    which.add_argument("--random-init", metavar="ARCH", choices=sorted(BACKBONES), help="probe an untrained backbone")
-    which.add_argument("--raw-pixels", action="store_true", help="probe the view's pixels themselves (a floor)")
-    probe.add_argument(
-        "--width", type=POSITIVE_INT, default=16, help="base width of --random-init (16, the CPU default; paper: 64)"
-    )
-    add_probe_options(
-        probe,
-        size_help="image size the backbone sees (default: the size it was trained at, if its file records it, "
-        "else the dataset's training size)",
-    )
-    probe.add_argument("--seed", type=int, default=0, help="seed of --random-init's weights")
-    probe.set_defaults(handler=_probe)
-
-    probe_d = commands.add_parser(
-        "probe-discriminator",
-        help="linear-probe a GAN's frozen discriminator on a labeled dataset (Table 1's discriminator rows)",
-        description="Probe the features of MODEL's discriminator D on real images, as `probe` probes a backbone: "
-        "multi: its blocks' outputs bR ... b8 averaged over space and its b4.fc, concatenated; single: b4.fc alone. "
-        "D sees the images in [-1, 1] at their own size, padded with -1 to its resolution when smaller (as "
-        "train-gan trains it), resized when larger, with its channels (gray copied to RGB, RGB to luma).",
-    )
-    probe_d.add_argument(
-        "model",
-        metavar="MODEL",
-        help="a StyleGAN2-ADA .pkl, a convert-gan folder, a train-gan snapshot folder, or asset:NAME, holding a D",
-    )
-    probe_d.add_argument("--features", choices=("multi", "single"), default="multi")
-    add_probe_options(probe_d, size_help="resize the images to this size before D fits them (default: their own)")
-    probe_d.set_defaults(handler=_probe_discriminator)
-
-    train = commands.add_parser(
-        "train",
-        help="train a method (squeeze and span, ...) from a YAML config with key=value overrides",
-        description="Train from CONFIG.yaml; key=value overrides (e.g. teacher.path=G.pkl train.max_steps=30 "
-        "output_dir=runs/x resume=auto) change single keys. The resolved config goes to OUTPUT_DIR/config.yaml.",
-    )
-    train.add_argument("config", metavar="CONFIG.yaml")
-    train.add_argument("overrides", nargs="*", metavar="key=value")
-    train.set_defaults(handler=_train)
-
-    train_gan = commands.add_parser(
-        "train-gan",
-        help="train a StyleGAN2 on a dataset (snapshots G_ema, G, D for teachers), from a YAML config",
-        description="Train our StyleGAN2 from CONFIG.yaml (e.g. configs/fashion_mnist/gan.yaml) with key=value "
-        "overrides (train.max_seconds=3600 resume=auto ...); snapshots go to OUTPUT_DIR/snapshots/.",
-    )
-    train_gan.add_argument("config", metavar="CONFIG.yaml")
-    train_gan.add_argument("overrides", nargs="*", metavar="key=value")
-    train_gan.set_defaults(handler=_train_gan)
-
-    export = commands.add_parser(
-        "export",
-        help="write a run's backbone as .safetensors with torchvision's resnet18 names",
-        description="Export the backbone of RUN_DIR (its checkpoints/last.pt) or of a checkpoint file.",
-    )
-    export.add_argument("run_dir", metavar="RUN_DIR")
-    export.add_argument("out", metavar="OUT.safetensors")
-    export.set_defaults(handler=_export)
-
-    fd = commands.add_parser(
-        "fd",
-        help="Frechet distance of a generator's samples to a dataset (FID with Inception weights)",
-        description="Frechet distance between MODEL's samples and the dataset's train images, in the features "
-        "of a classifier trained on the dataset (FD-<dataset>-classifier) or, with --inception, of "
-        "pt_inception-2015-12-05 (FID).",
-    )
-    fd.add_argument("model", metavar="MODEL")
-    fd.add_argument("--dataset", required=True, choices=DATASETS)
-    fd.add_argument("--data", metavar="ROOT")
-    extractor = fd.add_mutually_exclusive_group()
-    extractor.add_argument(
-        "--classifier",
-        metavar="BACKBONE",
-        help="a classifier: run folder or exported backbone (Fashion-MNIST: the shipped one)",
-    )
-    extractor.add_argument("--inception", metavar="PT", help="pt_inception-2015-12-05-6726825d.pth: the number is FID")
-    fd.add_argument("--n", type=argument(int, min=2), default=10000, help="images of each set (a covariance needs 2)")
-    fd.add_argument("--device", default="auto")
-    fd.add_argument("--no-progress", action="store_true")
-    fd.set_defaults(handler=_fd)
-
-    convert = commands.add_parser(
-        "convert-gan",
-        help="convert a StyleGAN2-ADA pickle to safetensors + JSON, loadable without any pickle",
-        description="Read a stylegan2-ada-pytorch pickle without running its code; write each network "
-        "(G, G_ema, D) as NAME.safetensors plus NAME.json (its init kwargs).",
-    )
-    convert.add_argument("pickle", metavar="IN.pkl")
-    convert.add_argument("out_dir", metavar="OUT_DIR")
-    convert.set_defaults(handler=_convert_gan)
-
-    sample = commands.add_parser(
-        "sample-gan",
-        help="write a grid of a generator's samples as PNG, to look at a teacher",
-        description="Sample a generator (a .pkl, a convert-gan folder, or package.module:factory) into a PNG grid.",
-    )
-    sample.add_argument("model", metavar="MODEL")
-    sample.add_argument("--n", type=POSITIVE_INT, default=64, help="number of samples")
-    sample.add_argument("--out", default="grid.png")
-    sample.add_argument("--columns", type=POSITIVE_INT, help="images per row (default: a square grid)")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--truncation", type=FINITE_FLOAT, default=1.0, help="truncation psi (StyleGAN2)")
-    sample.add_argument("--noise-mode", choices=NOISE_MODES, default="const")
-    sample.add_argument("--device", default="auto")
-    sample.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    sample.set_defaults(handler=_sample_gan)
-
-    sweep = commands.add_parser(
-        "sweep",
-        help="run a plan's training runs and probes in turn; finished runs are skipped, unfinished ones resumed",
-        description="Run every (entry, seed) of PLAN.yaml (see squeeze_span.experiments.plan) that has no result "
-        "yet: train (resuming) and probe, or probe. Each finished one writes RESULTS_DIR/NAME/seedS.json; "
-        "stop the sweep at any point and run the same command again to continue.",
-    )
-    sweep.add_argument("plan", metavar="PLAN.yaml")
-    sweep.add_argument("--only", nargs="+", metavar="NAME", help="run only these entries")
-    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    sweep.add_argument("--no-progress", action="store_true", help="hide progress bars (the overall lines stay)")
-    sweep.set_defaults(handler=_sweep)
-
-    bench = commands.add_parser(
-        "bench",
-        help="images/s of a squeeze and span step beside VICReg's, the bare student step, the teacher and augmentation",
-        description="Measure, in one process and in turns, after a warm-up: the bare student step, VICReg on real "
-        "images, squeeze and span with the teacher rendering each step and from a teacher pool, the teacher alone "
-        "and the augmentation alone, on the embedded default's student (configs/fashion_mnist/squeeze_span.yaml); "
-        "print the median images/s of each. Real images: Fashion-MNIST, else random ones of its shape.",
-    )
-    bench.add_argument(
-        "--teacher",
-        default="shipped",
-        metavar="MODEL|shipped|cifar10-config",
-        help="shipped: asset:fashion_mnist_stylegan2; cifar10-config: a random StyleGAN2 of the paper's CIFAR-10 "
-        "generator (32x32 RGB, 512 channels); or a .pkl, a convert-gan folder, asset:NAME",
-    )
-    bench.add_argument("--batch", type=argument(int, min=2), default=256, help="images per step, B (B_s = alpha B)")
-    bench.add_argument("--precision", choices=PRECISIONS, default="bf16")
-    bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    bench.add_argument("--steps", type=POSITIVE_INT, default=10, help="timed steps of each case")
-    bench.add_argument("--warmup", type=argument(int, min=0), default=2, help="untimed steps of each case first")
-    bench.add_argument("--json", metavar="OUT", help="also write the results as JSON")
-    bench.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="for the student's config, e.g. model.width=64"
-    )
-    bench.set_defaults(handler=_bench)
-
-    report = commands.add_parser(
-        "report",
-        help="tables, claims and figures from a sweep's results",
-        description="Read RESULTS_DIR/NAME/seedS.json (written by `squeeze-span sweep`) and write OUT/REPORT.md, "
-        "OUT/results.json, OUT/table2.png and OUT/figure4.png.",
-    )
-    report.add_argument("results", metavar="RESULTS_DIR")
-    report.add_argument("--out", required=True, metavar="DIR")
-    report.add_argument(
-        "--plan", metavar="PLAN.yaml", help="the sweep's plan: rows in its order, its missing runs listed"
-    )
-    report.set_defaults(handler=_report)
-
-    figure2 = commands.add_parser(
-        "figure2",
-        help="the paper's Figure 2: maps of generated images by latent, G and D features, coloured by class",
-        description="Sample N images from MODEL and draw three 2-D maps of them side by side: of the latent w, "
-        "of the generator's block features and, when MODEL holds a discriminator (an NVIDIA pickle or a "
-        "convert-gan folder with D), of its features; each point is coloured by the class a classifier "
-        "predicts for the image, and a last panel counts the images per class.",
-    )
-    figure2.add_argument(
-        "model", metavar="MODEL", help="a .pkl, a convert-gan folder, asset:NAME or package.module:factory"
-    )
-    figure2.add_argument("--dataset", required=True, choices=DATASETS, help="the dataset the classifier knows")
-    figure2.add_argument(
-        "--classifier", metavar="BACKBONE", help="a backbone with a classifier head (Fashion-MNIST: the shipped one)"
-    )
-    figure2.add_argument(
-        "--n",
-        type=argument(int, min=4),
-        default=5000,
-        help="generated images, at least 4 (the paper: 50,000, with UMAP)",
-    )
-    figure2.add_argument(
-        "--embedding",
-        choices=("tsne", "umap"),
-        default="tsne",
-        help="tsne: our exact t-SNE (N up to 20,000); umap: needs umap-learn",
-    )
-    figure2.add_argument("--out", default="figure2.png", help="the figure (.png, .pdf or .svg)")
-    figure2.add_argument("--json", metavar="OUT", help="also write the histogram, pseudo-labels and 2-D points as JSON")
-    figure2.add_argument("--seed", type=int, default=0)
-    figure2.add_argument("--device", default="auto")
-    figure2.add_argument("--no-progress", action="store_true")
-    figure2.set_defaults(handler=_figure2)
+    for add_command in (
+        add_demo_command,
+        add_probe_command,
+        add_probe_discriminator_command,
+        add_train_command,
+        add_train_gan_command,
+        add_export_command,
+        add_fd_command,
+        add_convert_gan_command,
+        add_sample_gan_command,
+        add_sweep_command,
+        add_bench_command,
+        add_report_command,
+        add_figure2_command,
+    ):
+        add_command(commands)
     return parser
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from squeeze_span.data import load_dataset, normalization_stats, split_validation
+from squeeze_span.data import ImageDataset, load_dataset, normalization_stats, split_validation
 from squeeze_span.errors import ConfigError
 from squeeze_span.eval.features import OWN_SIZE, SIZE_GIVEN, extract_features, view_size
 from squeeze_span.eval.few_labels import DRAWS, few_label_probe
@@ -68,28 +68,19 @@ def probe_backbone(
     "few_labels": {"10": {"top1" (mean over draws), "std", "draws", "weight_decays"}, ...}, "image_size",
     "image_size_source" ("--size", "trained size", "dataset default" or "own size"), "seconds", ...}.
     """
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"protocol={protocol!r} is unknown; use one of {', '.join(PROTOCOLS)}")
-    if view not in VIEWS:
-        raise ConfigError(f"view={view!r} is unknown; use one of {', '.join(VIEWS)}")
-    if split not in EVALUATION_SPLITS:
-        raise ConfigError(f"split={split!r} is unknown; use one of {', '.join(EVALUATION_SPLITS)}")
+    for value, known, name in (
+        (protocol, PROTOCOLS, "protocol"),
+        (view, VIEWS, "view"),
+        (split, EVALUATION_SPLITS, "split"),
+    ):
+        if value not in known:
+            raise ConfigError(f"{name}={value!r} is unknown; use one of {', '.join(known)}")
     started = time.perf_counter()
-    train_set = load_dataset(dataset, root, "train")
-    if split == "validation":
-        train_set, test_set = split_validation(train_set)
-    else:
-        test_set = load_dataset(dataset, root, "test")
-    if view == "gan":
-        size, size_source = (size, SIZE_GIVEN) if size is not None else (train_set.image_size[0], OWN_SIZE)
-        mean = std = (0.5,) * train_set.num_channels
-    else:
-        size, size_source = view_size(backbone, dataset, train_set.image_size[0], size)
-        mean, std = normalization_stats(dataset, train_set.num_channels)
+    train_set, test_set = evaluation_sets(dataset, root, split)
+    size, size_source, mean, std = view_settings(backbone, dataset, train_set, size, view)
     num_classes = len(train_set.classes)
     backbone = backbone.to(device).to(memory_format=torch.channels_last).eval()
     settings = dict(size=size, mean=mean, std=std, device=device, precision=precision)
-
     result: dict = {
         "dataset": dataset,
         "split": split,
@@ -97,23 +88,59 @@ def probe_backbone(
         "image_size": size,
         "image_size_source": size_source,
     }
-    needs_features = (linear and protocol == "fast") or knn_ks or labels_per_class
-    if needs_features:
-        train_x, train_y = extract_features(
-            backbone, train_set, batch_size=batch_size, progress=progress, desc="features (train)", **settings
-        )
-        test_x, test_y = extract_features(
-            backbone, test_set, batch_size=batch_size, progress=progress, desc=f"features ({split})", **settings
-        )
-    if linear and protocol == "fast":
-        result["linear"] = asdict(linear_probe_fast(train_x, train_y, test_x, test_y, num_classes))
-    elif linear:
+    if linear and protocol == "paper":
         paper = linear_probe_paper(
             backbone, train_set, test_set, num_classes=num_classes, progress=progress, **settings
         )
         result["linear"] = asdict(paper)
+    if (linear and protocol == "fast") or knn_ks or labels_per_class:
+        extract = dict(batch_size=batch_size, progress=progress, **settings)
+        train = extract_features(backbone, train_set, desc="features (train)", **extract)
+        test = extract_features(backbone, test_set, desc=f"features ({split})", **extract)
+        fast = linear and protocol == "fast"
+        result.update(score_features(train, test, num_classes, fast, knn_ks, labels_per_class, draws, progress))
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["machine"] = machine_description(device)
+    return result
+
+
+def evaluation_sets(dataset: str, root: str | os.PathLike | None, split: str) -> tuple[ImageDataset, ImageDataset]:
+    """(the images a probe fits on, those it scores): train and test, or 5/6 of train and the held-out 1/6."""
+    train_set = load_dataset(dataset, root, "train")
+    if split == "validation":
+        return split_validation(train_set)
+    return train_set, load_dataset(dataset, root, "test")
+
+
+def view_settings(
+    backbone: nn.Module, dataset: str, train_set: ImageDataset, size: int | None, view: str
+) -> tuple[int, str, tuple[float, ...], tuple[float, ...]]:
+    """The size of the views, why that size, and the normalization's mean and std (see probe_backbone)."""
+    if view == "gan":
+        size, size_source = (size, SIZE_GIVEN) if size is not None else (train_set.image_size[0], OWN_SIZE)
+        return size, size_source, (0.5,) * train_set.num_channels, (0.5,) * train_set.num_channels
+    size, size_source = view_size(backbone, dataset, train_set.image_size[0], size)
+    mean, std = normalization_stats(dataset, train_set.num_channels)
+    return size, size_source, tuple(mean), tuple(std)
+
+
+def score_features(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    fast_linear: bool,
+    knn_ks: Sequence[int],
+    labels_per_class: Sequence[int],
+    draws: int,
+    progress: bool,
+) -> dict:
+    """Every protocol that works on extracted (features, labels): the fast linear probe, kNN, few labels."""
+    (train_x, train_y), (test_x, test_y) = train, test
+    result: dict = {}
+    if fast_linear:
+        result["linear"] = asdict(linear_probe_fast(train_x, train_y, test_x, test_y, num_classes))
+    labeled = train_y >= 0
     if knn_ks:
-        labeled = train_y >= 0
         result["knn"] = {
             str(k): knn_accuracy(train_x[labeled], train_y[labeled], test_x, test_y, num_classes, k=k) for k in knn_ks
         }
@@ -122,6 +149,4 @@ def probe_backbone(
         result["few_labels"] = {
             str(n): asdict(few_label_probe(train_x, train_y, test_x, test_y, num_classes, n, draws)) for n in fits
         }
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    result["machine"] = machine_description(device)
     return result
