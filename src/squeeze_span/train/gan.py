@@ -119,6 +119,54 @@ def build_configured(section: str, network: type[torch.nn.Module], **init_kwargs
         ) from None
 
 
+def build_gan(config: GanTrainingConfig, resolution: int, channels: int) -> tuple[Generator, Discriminator]:
+    """G and D as the config describes them, for images of ``resolution`` and ``channels``."""
+    generator, disc, batch = config.generator, config.discriminator, config.train.batch_size
+    G = build_configured(
+        "generator",
+        Generator,
+        z_dim=generator.z_dim,
+        c_dim=0,
+        w_dim=generator.w_dim,
+        img_resolution=resolution,
+        img_channels=channels,
+        mapping_kwargs=dict(generator.mapping_kwargs),
+        synthesis_kwargs=dict(generator.synthesis_kwargs),
+    )
+    D = build_configured(
+        "discriminator",
+        Discriminator,
+        c_dim=0,
+        img_resolution=resolution,
+        img_channels=channels,
+        architecture=disc.architecture,
+        channel_base=disc.channel_base,
+        channel_max=disc.channel_max,
+        conv_clamp=disc.conv_clamp,
+        block_kwargs=dict(disc.block_kwargs),
+        epilogue_kwargs=dict(disc.epilogue_kwargs),
+    )
+    group = disc.epilogue_kwargs.get("mbstd_group_size", 4)
+    if group and batch % min(group, batch):
+        raise ConfigError(f"train.batch_size={batch} must be a multiple of the minibatch-stddev group {group}")
+    return G, D
+
+
+def build_gan_optimizers(
+    config: GanTrainingConfig, G: Generator, D: Discriminator, device: torch.device
+) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam for G, and for D with lazy regularization's correction (StyleGAN2, appendix C)."""
+    optimizer, interval = config.optimizer, config.loss.r1_interval
+    c = interval / (interval + 1) if interval > 1 else 1.0
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
+    betas = (optimizer.beta1, optimizer.beta2)
+    G_opt = torch.optim.Adam(G.parameters(), lr=optimizer.g_lr, betas=betas, eps=optimizer.eps, **fused)
+    D_opt = torch.optim.Adam(
+        D.parameters(), lr=optimizer.d_lr * c, betas=(betas[0] ** c, betas[1] ** c), eps=optimizer.eps, **fused
+    )
+    return G_opt, D_opt
+
+
 class GanTrainer(ResumableRun):
     changeable = CHANGEABLE
     diverged_fix = DIVERGED_FIX
@@ -145,58 +193,13 @@ class GanTrainer(ResumableRun):
                 f"train.batch_size={train.batch_size} is larger than {data.dataset} ({len(self.dataset)} images)"
             )
         self.resolution = gan_resolution(self.dataset.image_size, data.resolution)
-        channels = self.dataset.num_channels
-        generator = config.generator
-        self.G = build_configured(
-            "generator",
-            Generator,
-            z_dim=generator.z_dim,
-            c_dim=0,
-            w_dim=generator.w_dim,
-            img_resolution=self.resolution,
-            img_channels=channels,
-            mapping_kwargs=dict(generator.mapping_kwargs),
-            synthesis_kwargs=dict(generator.synthesis_kwargs),
-        )
-        disc = config.discriminator
-        self.D = build_configured(
-            "discriminator",
-            Discriminator,
-            c_dim=0,
-            img_resolution=self.resolution,
-            img_channels=channels,
-            architecture=disc.architecture,
-            channel_base=disc.channel_base,
-            channel_max=disc.channel_max,
-            conv_clamp=disc.conv_clamp,
-            block_kwargs=dict(disc.block_kwargs),
-            epilogue_kwargs=dict(disc.epilogue_kwargs),
-        )
-        group = disc.epilogue_kwargs.get("mbstd_group_size", 4)
-        if group and train.batch_size % min(group, train.batch_size):
-            raise ConfigError(
-                f"train.batch_size={train.batch_size} must be a multiple of the minibatch-stddev group {group}"
-            )
+        self.G, self.D = build_gan(config, self.resolution, self.dataset.num_channels)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         for network in (self.G, self.D, self.G_ema):
             network.to(self.device, memory_format=torch.channels_last)
         self.G.train()
         self.D.train()
-
-        optimizer = config.optimizer
-        interval = config.loss.r1_interval
-        c = interval / (interval + 1) if interval > 1 else 1.0  # lazy regularization (StyleGAN2, appendix C)
-        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        self.G_opt = torch.optim.Adam(
-            self.G.parameters(), lr=optimizer.g_lr, betas=(optimizer.beta1, optimizer.beta2), eps=optimizer.eps, **fused
-        )
-        self.D_opt = torch.optim.Adam(
-            self.D.parameters(),
-            lr=optimizer.d_lr * c,
-            betas=(optimizer.beta1**c, optimizer.beta2**c),
-            eps=optimizer.eps,
-            **fused,
-        )
+        self.G_opt, self.D_opt = build_gan_optimizers(config, self.G, self.D, self.device)
         self.augment = DiffAugment(config.augment.diffaugment, config.augment.translation, config.augment.cutout)
 
         self.stream = RealBatchStream(self.dataset, self.device, seed=train.seed, on_device=data.on_device)
@@ -204,7 +207,7 @@ class GanTrainer(ResumableRun):
         self.augment_generator = torch.Generator(self.device).manual_seed(train.seed * 7919 + 2)
         # Fixed latents for the snapshot grids, drawn apart from every training stream.
         grid = torch.Generator().manual_seed(train.seed * 15485863 + 3)
-        self.grid_z = torch.randn(train.grid_size, generator.z_dim, generator=grid).to(self.device)
+        self.grid_z = torch.randn(train.grid_size, config.generator.z_dim, generator=grid).to(self.device)
 
         self.step = 0
         self.nimg = 0
