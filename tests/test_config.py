@@ -229,21 +229,24 @@ def test_an_enormous_config_is_refused_before_it_is_read(tmp_path):
     assert "bytes, more than a config file's" in refused_quickly(path)
 
 
+def yaml_bomb(levels: int, width: int) -> str:
+    """Billion laughs: each level a list of ``width`` aliases of the one before, width**levels leaves."""
+    lines = [f"a0: &a0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
 def test_a_billion_laughs_yaml_bomb_is_refused(tmp_path):
-    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
     path = tmp_path / "bomb.yaml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(yaml_bomb(10, 9))
     assert "expands to more than" in refused_quickly(path)
 
 
 def test_a_yaml_bomb_in_a_sweep_plan_is_refused(tmp_path):
     from squeeze_span.experiments.plan import load_plan
 
-    lines = ["x: &x [a, a, a, a, a, a, a, a, a, a]"]
-    lines += [f"x{i}: &x{i} [{', '.join(['*x' if i == 1 else f'*x{i - 1}'] * 10)}]" for i in range(1, 9)]
     path = tmp_path / "plan.yaml"
-    path.write_text("\n".join(lines) + "\nentries: []\n")
+    path.write_text(yaml_bomb(9, 10) + "entries: []\n")
     started = time.perf_counter()
     with pytest.raises(ConfigError, match="expands to more than"):
         load_plan(path)

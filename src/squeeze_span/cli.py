@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -174,15 +175,24 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def add_train_command(commands: argparse._SubParsersAction) -> None:
-    train = commands.add_parser(
+    add_config_command(
+        commands,
         "train",
+        _train,
         help="train a method (squeeze and span, ...) from a YAML config with key=value overrides",
         description="Train from CONFIG.yaml; key=value overrides (e.g. teacher.path=G.pkl train.max_steps=30 "
         "output_dir=runs/x resume=auto) change single keys. The resolved config goes to OUTPUT_DIR/config.yaml.",
     )
-    train.add_argument("config", metavar="CONFIG.yaml")
-    train.add_argument("overrides", nargs="*", metavar="key=value")
-    train.set_defaults(handler=_train)
+
+
+def add_config_command(
+    commands: argparse._SubParsersAction, name: str, handler: Callable, *, help: str, description: str
+) -> None:
+    """A command that runs CONFIG.yaml with key=value overrides (train, train-gan)."""
+    command = commands.add_parser(name, help=help, description=description)
+    command.add_argument("config", metavar="CONFIG.yaml")
+    command.add_argument("overrides", nargs="*", metavar="key=value")
+    command.set_defaults(handler=handler)
 
 
 def _train_gan(args: argparse.Namespace) -> None:
@@ -202,15 +212,14 @@ def _train_gan(args: argparse.Namespace) -> None:
 
 
 def add_train_gan_command(commands: argparse._SubParsersAction) -> None:
-    train_gan = commands.add_parser(
+    add_config_command(
+        commands,
         "train-gan",
+        _train_gan,
         help="train a StyleGAN2 on a dataset (snapshots G_ema, G, D for teachers), from a YAML config",
         description="Train our StyleGAN2 from CONFIG.yaml (e.g. configs/fashion_mnist/gan.yaml) with key=value "
         "overrides (train.max_seconds=3600 resume=auto ...); snapshots go to OUTPUT_DIR/snapshots/.",
     )
-    train_gan.add_argument("config", metavar="CONFIG.yaml")
-    train_gan.add_argument("overrides", nargs="*", metavar="key=value")
-    train_gan.set_defaults(handler=_train_gan)
 
 
 def _export(args: argparse.Namespace) -> None:
