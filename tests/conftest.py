@@ -105,10 +105,11 @@ def tiny_run_overrides(
     return [f"{key}={'null' if value is None else value}" for key, value in settings.items()]
 
 
-def refused_or_loaded(load, error: type[Exception], seconds: float = 0.5, peak_bytes: int = 64 * 2**20):
+def refused_or_loaded(load, error: type[Exception], seconds: float = 5.0, peak_bytes: int = 64 * 2**20):
     """``load()``'s result, or None where it raised ``error`` in one line; either way within ``seconds``
     and with a traced allocation peak under ``peak_bytes``: a hostile file's header is checked before
-    memory is spent on what it claims."""
+    memory is spent on what it claims. The memory bound is the sharp test; the time bound only catches
+    work on the scale of what a lying header claims (minutes), so it leaves room for a loaded machine."""
     import time
     import tracemalloc
 

@@ -9,6 +9,7 @@ import errno
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -55,7 +56,10 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(temp, path)
         _sync(path.parent)
     except BaseException as error:
+        written = temp.stat().st_size if temp.exists() else 0
         temp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            raise disk_full(path, written) from error
         if isinstance(error, OSError) and error.filename in (None, temp_name):
             raise _naming(error, path) from error
         raise
@@ -67,6 +71,26 @@ def _sync(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def disk_full(path: Path, written: int = 0) -> OSError:
+    """A full disk's error naming ``path`` and the space it needs: more than what was written before it filled."""
+    free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+    need = f"it needs more than the {_size(written)} written before the disk filled" if written else "nothing fit"
+    return OSError(errno.ENOSPC, f"No space left on device ({need}; {_size(free)} free)", str(path))
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 2**10:.0f} KiB"
+
+
+def append_line(file: Any, path: Path, line: str | bytes) -> None:
+    """Append ``line`` to an open log ``file`` and flush it; a failure names ``path`` (a full disk: its space)."""
+    try:
+        file.write(line)
+        file.flush()
+    except OSError as error:
+        raise disk_full(path) if error.errno == errno.ENOSPC else _naming(error, path) from error
 
 
 def _naming(error: OSError, path: Path) -> OSError:

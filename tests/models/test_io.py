@@ -3,6 +3,7 @@
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,6 @@ from safetensors.torch import save_file
 
 from squeeze_span.errors import CheckpointError
 from squeeze_span.models import (
-    io,
     load_backbone,
     resnet18,
     resnet18_cifar,
@@ -112,11 +112,11 @@ def test_save_overwrites_and_leaves_no_temp_files(tmp_path):
 
 
 def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
-    def broken_save_file(tensors, filename, metadata=None):
-        open(filename, "wb").write(b"partial")
+    def broken_write(self, data):
+        self.open("wb").write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(io, "save_file", broken_save_file)
+    monkeypatch.setattr(Path, "write_bytes", broken_write)  # tests/test_full_disk.py: on a real full disk
     with pytest.raises(OSError, match="disk full"):
         save_backbone(resnet18_cifar(width=8), tmp_path / "b.safetensors")
     assert list(tmp_path.iterdir()) == []

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from squeeze_span import assets
@@ -107,7 +107,7 @@ def save_network(network: nn.Module, folder: str | os.PathLike[str], name: str) 
     tensors = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
     weights = folder / f"{name}.safetensors"
     with atomic_write(weights) as temp:
-        save_file(tensors, temp)
+        temp.write_bytes(save(tensors))  # through Python, so that a full disk is an OSError naming the file
     with atomic_write(folder / f"{name}.json") as temp:
         temp.write_text(json.dumps(description, indent=2) + "\n")
     return weights

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from squeeze_span import assets
 from squeeze_span.data import DATASET_INFO
@@ -63,7 +63,9 @@ def save_backbone(model: ResNet, path: str | os.PathLike[str], *, dtype: torch.d
     }
     header = {"format": FORMAT, "version": VERSION, **model.config}
     with atomic_write(path) as temp:
-        save_file(tensors, temp, metadata={METADATA_KEY: json.dumps(header)})
+        # Serialised in memory, then written by Python: a full disk is an OSError that names the file,
+        # where safetensors' own writer raises its own error type.
+        temp.write_bytes(save(tensors, metadata={METADATA_KEY: json.dumps(header)}))
     return path
 
 

@@ -16,6 +16,7 @@ rebuilt on resume, so that a changed learning rate or length takes effect.
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,12 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
     An OSError (full disk, read-only folder) names ``path``; the old file stays, and no temporary file.
     """
-    # Through a Python file: torch's own writer reports a full disk as a RuntimeError, Python's as an OSError.
-    with atomic_write(path) as temp, temp.open("wb") as file:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, file)
+    # Serialised in memory, then written by Python: torch's zip writer, failing on a full disk, raises a
+    # RuntimeError of its own over the OSError; Python's write reports the full disk as what it is.
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **state}, buffer)
+    with atomic_write(path) as temp:
+        temp.write_bytes(buffer.getbuffer())
     return Path(path)
 
 

@@ -15,6 +15,8 @@ import struct
 import time
 from pathlib import Path
 
+from squeeze_span.fileio import append_line
+
 
 def _crc32c_table() -> list[int]:
     table = []
@@ -87,13 +89,13 @@ class EventWriter:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}"
         self._file = self.path.open("ab")
-        self._file.write(frame_record(encode_event(time.time(), 0, file_version="brain.Event:2")))
+        # Every write is flushed at once, so that closing never has a write of its own to fail.
+        append_line(self._file, self.path, frame_record(encode_event(time.time(), 0, file_version="brain.Event:2")))
 
     def add_scalars(self, scalars: dict[str, float], step: int) -> None:
         now = time.time()
-        for tag, value in scalars.items():
-            self._file.write(frame_record(encode_event(now, step, tag=tag, value=float(value))))
-        self._file.flush()
+        events = (encode_event(now, step, tag=tag, value=float(value)) for tag, value in scalars.items())
+        append_line(self._file, self.path, b"".join(frame_record(event) for event in events))
 
     def close(self) -> None:
         self._file.close()

@@ -13,6 +13,7 @@ output_dir/
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from squeeze_span.config import to_dict, to_yaml
 from squeeze_span.errors import ConfigError, UserError
-from squeeze_span.fileio import atomic_write, remove_stale_temporaries
+from squeeze_span.fileio import append_line, atomic_write, remove_stale_temporaries
 from squeeze_span.train.checkpoint import (
     capture_rng,
     load_checkpoint,
@@ -226,11 +227,11 @@ class RunFolder:
             with atomic_write(self.path / "config.yaml") as temp:
                 temp.write_text(to_yaml(self.config))
             with (self.path / "command.txt").open("a") as file:
-                file.write(shlex.join(self.command) + "\n")
+                append_line(file, self.path / "command.txt", shlex.join(self.command) + "\n")
             if changes:
                 print(f"resuming at step {step} with changed settings: {', '.join(changes)}")
                 with (self.path / "changes.txt").open("a") as file:
-                    file.write(f"step {step}: {', '.join(changes)}\n")
+                    append_line(file, self.path / "changes.txt", f"step {step}: {', '.join(changes)}\n")
             logged = self._trim_metrics(step)
             self._metrics = (self.path / "metrics.jsonl").open("a")
             self._events = EventWriter(self.path)
@@ -282,8 +283,7 @@ class RunFolder:
     def log(self, record: dict[str, Any]) -> None:
         if self._metrics is None:
             return
-        self._metrics.write(json.dumps(record) + "\n")
-        self._metrics.flush()
+        append_line(self._metrics, self.path / "metrics.jsonl", json.dumps(record) + "\n")
         self._events.add_scalars(
             {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}, record["step"]
         )
@@ -300,11 +300,15 @@ class RunFolder:
 
     def close(self) -> None:
         """Close the logs and release the folder's lock."""
+        # Every line was flushed as it was written; a line whose write failed (a full disk) was reported
+        # then, and closing must not raise over that report while trying to write it again.
         if self._metrics is not None:
-            self._metrics.close()
+            with contextlib.suppress(OSError):
+                self._metrics.close()
             self._metrics = None
         if self._events is not None:
-            self._events.close()
+            with contextlib.suppress(OSError):
+                self._events.close()
             self._events = None
         if self._lock is not None:
             self._lock.close()  # closing the file releases its lock
