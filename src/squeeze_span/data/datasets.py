@@ -20,8 +20,9 @@ Formats (``root`` holds):
 
 Downloaded pickles are untrusted: :func:`load_pickle_safely` reads them with the
 project's one :class:`~squeeze_span.fileio.RestrictedUnpickler`, which resolves only
-the numpy globals in :data:`NUMPY_ARRAY_GLOBALS` and refuses every other global with
-:class:`~squeeze_span.errors.UnsafePickleError` instead of running it.
+the numpy globals of :func:`numpy_array_globals` (arrays no larger, together, than the file)
+and refuses every other global with :class:`~squeeze_span.errors.UnsafePickleError` instead
+of running it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import gzip
 import math
 import os
 import pickle
+import reprlib
 import struct
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -93,37 +95,93 @@ FASHION_MNIST_CLASSES = (
 
 # --------------------------------------------------------------------------- pickles
 
-# What unpickling a numpy array needs, each resolved to the installed numpy's object.
-# numpy 2 renamed numpy.core to numpy._core, and pickles carry whichever name wrote
-# them, so both spellings map to the installed module. Python 3 writes bytes in pickle
-# protocol 2 as _codecs.encode(str, "latin1"): a pure function, needed to read arrays
-# and bytes keys pickled by Python 3 (codecs.encode is _codecs.encode).
-NUMPY_ARRAY_GLOBALS: Mapping[tuple[str, str], Any] = MappingProxyType(
-    {
-        **{
-            (module, name): getattr(_multiarray, name)
-            for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-            for name in ("_reconstruct", "scalar")
-        },
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): codecs.encode,
-    }
-)
+
+class _ArrayBudget:
+    """The bytes the arrays of one pickle may take in all: what its file holds. Each array is charged
+    before numpy allocates it, so a shape of 10**12 in a 1 kB file is refused, not attempted."""
+
+    def __init__(self, source: str | os.PathLike, limit: int) -> None:
+        self.source, self.left = source, limit
+
+    def charge(self, shape: Any, dtype: Any) -> None:
+        """Take the bytes of a ``shape`` array of ``dtype`` from the budget; raise ``pickle.UnpicklingError``
+        where the claim is malformed or exceeds what is left."""
+        if not isinstance(shape, tuple) or not all(type(side) is int and side >= 0 for side in shape):
+            raise pickle.UnpicklingError(f"an array's shape is {reprlib.repr(shape)}, not a tuple of sizes")
+        dtype = np.dtype(dtype)
+        # numpy rebuilds an object array from a list, and crashes where the list is shorter than its shape.
+        if dtype.hasobject:
+            raise pickle.UnpicklingError("an array holds Python objects, which a dataset's arrays never do")
+        size = math.prod(shape) * dtype.itemsize
+        if size > self.left:
+            raise pickle.UnpicklingError(f"an array of {size} bytes, more than the {self.left} bytes left in the file")
+        self.left -= size
+
+
+class _PickledArray(np.ndarray):
+    """What a pickle gets for ``numpy.ndarray``: an array numpy's rebuilder makes empty, and that takes
+    its shape and bytes (``__setstate__``) only once its budget allows them."""
+
+    budget: _ArrayBudget
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _PickledArray:
+        # A pickle could call numpy.ndarray(shape) itself; numpy's own pickles never do.
+        raise pickle.UnpicklingError("a pickle may build an array only the way numpy pickles one")
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError(f"an array's state is {reprlib.repr(state)}, not numpy's")
+        self.budget.charge(*state[-4:-2])
+        super().__setstate__(state)
+
+
+def numpy_array_globals(source: str | os.PathLike, limit: int) -> Mapping[tuple[str, str], Any]:
+    """What unpickling numpy arrays needs, for one pickle whose arrays may take ``limit`` bytes in all.
+
+    numpy 2 renamed numpy.core to numpy._core, and pickles carry whichever name wrote them, so both
+    spellings are allowed. Python 3 writes bytes in pickle protocol 2 as _codecs.encode(str, "latin1"):
+    a pure function, needed to read arrays and bytes keys pickled by Python 3. A scalar's bytes are
+    in the file (numpy checks their length), so ``scalar`` needs no budget.
+    """
+    budget = _ArrayBudget(source, limit)
+
+    def reconstruct(subtype: Any, shape: Any, dtype: Any) -> _PickledArray:
+        if subtype is not _PickledArray:
+            raise pickle.UnpicklingError(f"an array of type {reprlib.repr(subtype)}, not numpy.ndarray")
+        budget.charge(shape, dtype)
+        array = _multiarray._reconstruct(_PickledArray, shape, dtype)
+        array.budget = budget
+        return array
+
+    return MappingProxyType(
+        {
+            **{
+                (module, name): function
+                for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                for name, function in (("_reconstruct", reconstruct), ("scalar", _multiarray.scalar))
+            },
+            ("numpy", "ndarray"): _PickledArray,
+            ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): codecs.encode,
+        }
+    )
 
 
 def load_pickle_safely(
     path: str | os.PathLike,
-    allowed: Mapping[tuple[str, str], Any] = NUMPY_ARRAY_GLOBALS,
+    allowed: Mapping[tuple[str, str], Any] | None = None,
     encoding: str = "bytes",
 ) -> Any:
-    """Unpickle ``path`` with :class:`~squeeze_span.fileio.RestrictedUnpickler`, resolving only ``allowed``.
+    """Unpickle ``path`` with :class:`~squeeze_span.fileio.RestrictedUnpickler`, resolving only ``allowed``
+    (by default :func:`numpy_array_globals`, with the file's size as the budget of its arrays).
 
     ``encoding="bytes"`` keeps the Python 2 ``str`` keys and data of CIFAR pickles as
     bytes. A global outside ``allowed`` raises :class:`UnsafePickleError`; other
     errors (a truncated file) propagate.
     """
     with open(path, "rb") as file:
+        if allowed is None:
+            allowed = numpy_array_globals(path, os.fstat(file.fileno()).st_size)
         return RestrictedUnpickler(file, source=path, allowed=allowed, encoding=encoding).load()
 
 
@@ -319,7 +377,9 @@ def _load_cifar_pickle(path: Path, keys: tuple[bytes, ...], fix: str) -> dict[by
     try:
         content = load_pickle_safely(path)
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, AttributeError) as error:
-        raise _truncated(path, f"{type(error).__name__}: {error}", fix) from None
+        raise _truncated(path, f"{type(error).__name__}: {str(error).partition(chr(10))[0]}", fix) from None
+    except (MemoryError, RecursionError) as error:  # what the checks above missed must still be one line
+        raise _truncated(path, f"{type(error).__name__} while reading it", fix) from None
     if not isinstance(content, dict) or any(key not in content for key in keys):
         raise _truncated(path, f"expected a dict with keys {[key.decode() for key in keys]}", fix)
     return content
@@ -332,9 +392,27 @@ def _class_labels(path: Path, values: Any, num_classes: int, fix: str) -> np.nda
         value = item.item() if isinstance(item, np.generic) else item
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < num_classes:
             raise DatasetError(
-                f"{path} is corrupt: labels must be integers in [0, {num_classes}); found {value!r}; {fix}"
+                f"{path} is corrupt: labels must be integers in [0, {num_classes}); found {reprlib.repr(value)}; {fix}"
             )
     return np.asarray(items, dtype=np.int64)
+
+
+def _class_names(path: Path, key: bytes, num_classes: int, fix: str) -> list[str]:
+    """The ``num_classes`` names under ``key`` in the meta pickle ``path``, each UTF-8 bytes or a string."""
+    names = _load_cifar_pickle(path, (key,), fix)[key]
+    if not isinstance(names, (list, tuple)) or len(names) != num_classes:
+        found = f" of {len(names)} class names" if isinstance(names, (list, tuple)) else ""
+        raise _truncated(path, f"a {type(names).__name__}{found}, not {num_classes}", fix)
+    classes = []
+    for name in names:
+        try:
+            text = name.decode() if isinstance(name, bytes) else name
+        except UnicodeDecodeError:
+            text = None
+        if not isinstance(text, str):
+            raise _truncated(path, f"class name {reprlib.repr(name)} is not UTF-8 text", fix)
+        classes.append(text)
+    return classes
 
 
 def _read_cifar(name: str, root: Path, split: str) -> ImageDataset:
@@ -351,12 +429,9 @@ def _read_cifar(name: str, root: Path, split: str) -> ImageDataset:
         batch_labels = _class_labels(path, batch[layout.label_key], num_classes, fix)
         if batch_labels.shape != (len(data),):
             raise _truncated(path, f"{len(data)} images but {batch_labels.size} labels", fix)
-        images.append(data)
+        images.append(data.view(np.ndarray))  # a plain array, no longer the unpickler's
         labels.append(batch_labels)
-    meta = _load_cifar_pickle(folder / layout.meta_file, (layout.names_key,), fix)
-    classes = [label.decode() if isinstance(label, bytes) else str(label) for label in meta[layout.names_key]]
-    if len(classes) != num_classes:
-        raise _truncated(folder / layout.meta_file, f"{len(classes)} class names, not {num_classes}", fix)
+    classes = _class_names(folder / layout.meta_file, layout.names_key, num_classes, fix)
     # A row holds the R plane, then G, then B, each row-major 32x32: a plain reshape.
     data = images[0] if len(images) == 1 else np.concatenate(images)
     return ImageDataset(data.reshape(-1, 3, 32, 32), np.concatenate(labels), classes, name)
