@@ -28,14 +28,16 @@ of running it.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
 import math
 import os
 import pickle
 import reprlib
 import struct
+import warnings
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -453,9 +455,10 @@ def _memmap_stl_images(path: Path, fix: str) -> np.ndarray:
 
 
 def _read_stl_labels(path: Path, count: int, fix: str) -> np.ndarray:
-    labels = np.fromfile(_require(path, fix), dtype=np.uint8)
-    if len(labels) != count:
-        raise _truncated(path, f"{len(labels)} labels for {count} images", fix)
+    size = _require(path, fix).stat().st_size  # before reading: the file may be far larger than its images
+    if size != count:
+        raise _truncated(path, f"{size} labels for {count} images", fix)
+    labels = np.fromfile(path, dtype=np.uint8)
     if count and (labels.min() < 1 or labels.max() > 10):
         raise _truncated(path, f"labels must be 1..10, found {labels.min()}..{labels.max()}", fix)
     return labels.astype(np.int64) - 1
@@ -468,11 +471,32 @@ def _read_stl_part(folder: Path, part: str, fix: str) -> tuple[np.ndarray, np.nd
     return images, _read_stl_labels(folder / f"{part}_y.bin", len(images), fix)
 
 
+# STL-10's class_names.txt is 61 bytes; a longer one is not a list of ten names.
+_MAX_CLASS_NAMES_BYTES = 4096
+
+
+def _read_stl_class_names(path: Path, fix: str) -> list[str]:
+    """The ten non-empty lines of ``path``, checked for size and UTF-8 before it is read."""
+    num_classes = dataset_info("stl10").num_classes
+    size = _require(path, fix).stat().st_size
+    if size > _MAX_CLASS_NAMES_BYTES:
+        raise _truncated(
+            path, f"{size} bytes, but {num_classes} class names take at most {_MAX_CLASS_NAMES_BYTES}", fix
+        )
+    try:
+        lines = path.read_bytes().decode().splitlines()
+    except UnicodeDecodeError as error:
+        raise _truncated(path, f"not UTF-8 text: {error.reason} at byte {error.start}", fix) from None
+    classes = [line.strip() for line in lines if line.strip()]
+    if len(classes) != num_classes:
+        raise _truncated(path, f"{len(classes)} class names, not {num_classes}", fix)
+    return classes
+
+
 def _read_stl10(root: Path, split: str) -> ImageDataset:
     fix = f"download STL-10 (binary version) and extract it into {root}/"
     folder = _require(root / "stl10_binary", fix)
-    classes = _require(folder / "class_names.txt", fix).read_text().split("\n")
-    classes = [line.strip() for line in classes if line.strip()]
+    classes = _read_stl_class_names(folder / "class_names.txt", fix)
     parts = [_read_stl_part(folder, part, fix) for part in split.split("+")]
     if len(parts) == 1:
         images, labels = parts[0]
@@ -587,9 +611,45 @@ def _read_pixels(image: Any, path: Path, channels: int) -> np.ndarray:
     return np.broadcast_to(gray, (channels, *gray.shape))
 
 
-def _read_imagefolder(root: Path, split: str) -> ImageDataset:
-    from PIL import Image, UnidentifiedImageError
+# What an image may claim in its header, checked before its pixels are decoded or given memory: 64
+# megapixels (far above any image a backbone here trains on), and 16,384 pixels per byte of its file.
+# Deflate packs at most 1,032 bytes into one, and a PNG pixel takes a bit or more (8 per byte): an
+# honest PNG stays under 8,256; a JPEG's flat 8x8 blocks take a few bits each.
+_MAX_IMAGE_PIXELS = 1 << 26
+_MAX_PIXELS_PER_BYTE = 1 << 14
+_IMAGE_FORMATS = ("PNG", "JPEG")  # what the suffixes promise; no other Pillow decoder is tried
+# What Pillow raises for a file it cannot decode: besides OSError, its decoders' own errors.
+_PILLOW_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
 
+
+@contextlib.contextmanager
+def _open_image(path: Path) -> Iterator[Any]:
+    """``path`` opened by Pillow as a PNG or a JPEG whose size its file could hold; any failure, now or while
+    its pixels are read in the ``with`` block, is one :class:`DatasetError` line naming ``path``."""
+    from PIL import Image
+
+    fix = "remove or replace it"
+    try:
+        with warnings.catch_warnings():  # Pillow warns of a size our own limit refuses below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path, formats=_IMAGE_FORMATS)
+        with opened as image:
+            width, height = image.size
+            limit = min(_MAX_IMAGE_PIXELS, _MAX_PIXELS_PER_BYTE * path.stat().st_size)
+            if width * height > limit:
+                raise DatasetError(
+                    f"{path} claims {width}x{height} pixels, more than its file could hold or the {limit} "
+                    f"allowed; {fix}"
+                )
+            yield image
+    except Image.DecompressionBombError as error:
+        raise DatasetError(f"{path} is a decompression bomb ({error}); {fix}") from None
+    except _PILLOW_ERRORS as error:
+        reason = str(error).partition("\n")[0] or type(error).__name__
+        raise DatasetError(f"{path} is not a readable PNG or JPEG image ({reason}); {fix}") from None
+
+
+def _read_imagefolder(root: Path, split: str) -> ImageDataset:
     fix = f"pass --data with {_IMAGEFOLDER_LAYOUT}"
     _require(root, fix)
     if (root / split).is_dir():
@@ -608,12 +668,9 @@ def _read_imagefolder(root: Path, split: str) -> ImageDataset:
 
     modes, first_size = [], None
     for path, _ in files:  # opening reads only the header: mode and size
-        try:
-            with Image.open(path) as image:
-                modes.append(image.mode)
-                size = image.size
-        except (UnidentifiedImageError, OSError) as error:
-            raise DatasetError(f"{path} is not a readable image ({error}); remove or replace it") from None
+        with _open_image(path) as image:
+            modes.append(image.mode)
+            size = image.size
         if first_size is None:
             first_size = size
         elif size != first_size:
@@ -625,11 +682,8 @@ def _read_imagefolder(root: Path, split: str) -> ImageDataset:
     width, height = first_size
     images = np.empty((len(files), channels, height, width), dtype=np.uint8)
     for index, (path, _) in enumerate(files):
-        try:
-            with Image.open(path) as image:
-                images[index] = _read_pixels(image, path, channels)
-        except OSError as error:
-            raise DatasetError(f"{path} is truncated or corrupt ({error}); remove or replace it") from None
+        with _open_image(path) as image:
+            images[index] = _read_pixels(image, path, channels)
     labels = np.array([label for _, label in files], dtype=np.int64)
     return ImageDataset(images, labels, classes, "imagefolder")
 
