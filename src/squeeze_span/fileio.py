@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 import pickle
+import pickletools
 import re
 import shutil
 import tempfile
@@ -133,9 +134,15 @@ class RestrictedUnpickler(pickle.Unpickler):
         encoding: str = "ASCII",
     ) -> None:
         super().__init__(file, encoding=encoding)
+        self.file = file
         self.source = str(source)
         if allowed is not None:
             self.allowed = allowed  # type: ignore[misc]
+
+    def load(self) -> Any:
+        """The next pickle in the file, once :func:`check_pickle_lengths` has found its lengths honest."""
+        check_pickle_lengths(self.file)
+        return super().load()
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -145,6 +152,48 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"{self.source} asks for the global {module}.{name}, which is not on the allow-list; "
                 "it was refused and nothing from the file was executed. Use a file from a trusted source"
             ) from None
+
+
+class _BoundedReader:
+    """``file`` read no further than ``end``: a read asks for at most the bytes that are there, so a
+    claimed length allocates no more than the file holds."""
+
+    def __init__(self, file: BinaryIO, end: int) -> None:
+        self.file, self.end = file, end
+
+    def read(self, count: int = -1) -> bytes:
+        remaining = self.end - self.file.tell()
+        return self.file.read(remaining if count < 0 else min(count, remaining))
+
+    def readline(self) -> bytes:
+        return self.file.readline(self.end - self.file.tell())
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+
+def check_pickle_lengths(file: BinaryIO) -> None:
+    """Raise ``pickle.UnpicklingError`` where the pickle at ``file``'s position claims more than the file holds.
+
+    Python's unpickler allocates what a length field or a memo index claims before it reads a byte
+    of it (a 14-byte pickle can ask for 2**60 bytes), so each claim is first walked and checked
+    here, reading only what is really there: counted strings and frames must fit in the file, and a
+    memo index may not run ahead of the opcodes that could have filled it (picklers number them in
+    order). The file is left where it was.
+    """
+    start = file.tell()
+    end = file.seek(0, os.SEEK_END)
+    file.seek(start)
+    try:
+        for count, (opcode, argument, _) in enumerate(pickletools.genops(_BoundedReader(file, end))):
+            if opcode.name == "FRAME" and argument > end - file.tell():
+                raise ValueError(f"a frame of {argument} bytes, but only {end - file.tell()} remain")
+            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(argument) > count:
+                raise ValueError(f"memo index {argument} after {count} opcodes")
+    except ValueError as error:  # genops' word for a truncated, over-long or unknown opcode
+        raise pickle.UnpicklingError(str(error).splitlines()[0] if str(error) else "malformed pickle") from None
+    finally:
+        file.seek(start)
 
 
 TORCH_ARCHIVE_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive

@@ -177,7 +177,7 @@ def test_cifar_meta_must_name_every_class(tmp_path):
     write_cifar10(tmp_path)
     path = tmp_path / "cifar-10-batches-py" / "batches.meta"
     write_pickle(path, {b"label_names": [b"a"] * 9})
-    with pytest.raises(DatasetError, match=f"^{path} is truncated or corrupt \\(9 class names, not 10\\)"):
+    with pytest.raises(DatasetError, match=f"^{path} is truncated or corrupt \\(a list of 9 class names, not 10\\)"):
         load_dataset("cifar10", tmp_path, "test")
 
 
@@ -245,9 +245,7 @@ def test_restricted_unpickler_allow_list_is_a_parameter(tmp_path):
     write_pickle(path, OrderedDict(key=1))
     with pytest.raises(UnsafePickleError, match=f"^{path} asks for the global collections.OrderedDict"):
         datasets.load_pickle_safely(path)
-    loaded = datasets.load_pickle_safely(
-        path, {**datasets.NUMPY_ARRAY_GLOBALS, ("collections", "OrderedDict"): OrderedDict}
-    )
+    loaded = datasets.load_pickle_safely(path, {("collections", "OrderedDict"): OrderedDict})
     assert type(loaded) is OrderedDict and loaded == OrderedDict(key=1)
 
     class OrderedDictsOnly(RestrictedUnpickler):
@@ -257,14 +255,14 @@ def test_restricted_unpickler_allow_list_is_a_parameter(tmp_path):
         assert OrderedDictsOnly(file, source=path).load()["key"] == 1
 
 
-def test_numpy_array_globals_resolve_both_core_spellings_to_installed_numpy():
-    allowed = datasets.NUMPY_ARRAY_GLOBALS
-    # What the installed numpy itself pickles arrays and scalars with.
-    reconstruct, scalar = np.zeros(1).__reduce__()[0], np.int64(7).__reduce__()[0]
+def test_numpy_array_globals_allow_both_core_spellings_and_build_the_installed_numpys_arrays(tmp_path):
+    allowed = datasets.numpy_array_globals("x.pkl", 1 << 20)
     for core in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        assert allowed[(core, "_reconstruct")] is reconstruct
-        assert allowed[(core, "scalar")] is scalar
-    assert allowed[("numpy", "ndarray")] is np.ndarray and allowed[("numpy", "dtype")] is np.dtype
+        assert allowed[(core, "_reconstruct")] is allowed[("numpy._core.multiarray", "_reconstruct")]
+        assert allowed[(core, "scalar")] is np.int64(7).__reduce__()[0]
+    assert allowed[("numpy", "dtype")] is np.dtype and issubclass(allowed[("numpy", "ndarray")], np.ndarray)
+    with pytest.raises(pickle.UnpicklingError, match="an array of 8000000 bytes, more than the 1048576 bytes left"):
+        allowed[("numpy._core.multiarray", "_reconstruct")](allowed[("numpy", "ndarray")], (10**6,), "f8")
 
 
 def test_numpy_scalars_and_arrays_unpickle(tmp_path):

@@ -20,20 +20,24 @@ Formats (``root`` holds):
 
 Downloaded pickles are untrusted: :func:`load_pickle_safely` reads them with the
 project's one :class:`~squeeze_span.fileio.RestrictedUnpickler`, which resolves only
-the numpy globals in :data:`NUMPY_ARRAY_GLOBALS` and refuses every other global with
-:class:`~squeeze_span.errors.UnsafePickleError` instead of running it.
+the numpy globals of :func:`numpy_array_globals` (arrays no larger, together, than the file)
+and refuses every other global with :class:`~squeeze_span.errors.UnsafePickleError` instead
+of running it.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
 import math
 import os
 import pickle
+import reprlib
 import struct
+import warnings
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -93,37 +97,93 @@ FASHION_MNIST_CLASSES = (
 
 # --------------------------------------------------------------------------- pickles
 
-# What unpickling a numpy array needs, each resolved to the installed numpy's object.
-# numpy 2 renamed numpy.core to numpy._core, and pickles carry whichever name wrote
-# them, so both spellings map to the installed module. Python 3 writes bytes in pickle
-# protocol 2 as _codecs.encode(str, "latin1"): a pure function, needed to read arrays
-# and bytes keys pickled by Python 3 (codecs.encode is _codecs.encode).
-NUMPY_ARRAY_GLOBALS: Mapping[tuple[str, str], Any] = MappingProxyType(
-    {
-        **{
-            (module, name): getattr(_multiarray, name)
-            for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-            for name in ("_reconstruct", "scalar")
-        },
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): codecs.encode,
-    }
-)
+
+class _ArrayBudget:
+    """The bytes the arrays of one pickle may take in all: what its file holds. Each array is charged
+    before numpy allocates it, so a shape of 10**12 in a 1 kB file is refused, not attempted."""
+
+    def __init__(self, source: str | os.PathLike, limit: int) -> None:
+        self.source, self.left = source, limit
+
+    def charge(self, shape: Any, dtype: Any) -> None:
+        """Take the bytes of a ``shape`` array of ``dtype`` from the budget; raise ``pickle.UnpicklingError``
+        where the claim is malformed or exceeds what is left."""
+        if not isinstance(shape, tuple) or not all(type(side) is int and side >= 0 for side in shape):
+            raise pickle.UnpicklingError(f"an array's shape is {reprlib.repr(shape)}, not a tuple of sizes")
+        dtype = np.dtype(dtype)
+        # numpy rebuilds an object array from a list, and crashes where the list is shorter than its shape.
+        if dtype.hasobject:
+            raise pickle.UnpicklingError("an array holds Python objects, which a dataset's arrays never do")
+        size = math.prod(shape) * dtype.itemsize
+        if size > self.left:
+            raise pickle.UnpicklingError(f"an array of {size} bytes, more than the {self.left} bytes left in the file")
+        self.left -= size
+
+
+class _PickledArray(np.ndarray):
+    """What a pickle gets for ``numpy.ndarray``: an array numpy's rebuilder makes empty, and that takes
+    its shape and bytes (``__setstate__``) only once its budget allows them."""
+
+    budget: _ArrayBudget
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _PickledArray:
+        # A pickle could call numpy.ndarray(shape) itself; numpy's own pickles never do.
+        raise pickle.UnpicklingError("a pickle may build an array only the way numpy pickles one")
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError(f"an array's state is {reprlib.repr(state)}, not numpy's")
+        self.budget.charge(*state[-4:-2])
+        super().__setstate__(state)
+
+
+def numpy_array_globals(source: str | os.PathLike, limit: int) -> Mapping[tuple[str, str], Any]:
+    """What unpickling numpy arrays needs, for one pickle whose arrays may take ``limit`` bytes in all.
+
+    numpy 2 renamed numpy.core to numpy._core, and pickles carry whichever name wrote them, so both
+    spellings are allowed. Python 3 writes bytes in pickle protocol 2 as _codecs.encode(str, "latin1"):
+    a pure function, needed to read arrays and bytes keys pickled by Python 3. A scalar's bytes are
+    in the file (numpy checks their length), so ``scalar`` needs no budget.
+    """
+    budget = _ArrayBudget(source, limit)
+
+    def reconstruct(subtype: Any, shape: Any, dtype: Any) -> _PickledArray:
+        if subtype is not _PickledArray:
+            raise pickle.UnpicklingError(f"an array of type {reprlib.repr(subtype)}, not numpy.ndarray")
+        budget.charge(shape, dtype)
+        array = _multiarray._reconstruct(_PickledArray, shape, dtype)
+        array.budget = budget
+        return array
+
+    return MappingProxyType(
+        {
+            **{
+                (module, name): function
+                for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                for name, function in (("_reconstruct", reconstruct), ("scalar", _multiarray.scalar))
+            },
+            ("numpy", "ndarray"): _PickledArray,
+            ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): codecs.encode,
+        }
+    )
 
 
 def load_pickle_safely(
     path: str | os.PathLike,
-    allowed: Mapping[tuple[str, str], Any] = NUMPY_ARRAY_GLOBALS,
+    allowed: Mapping[tuple[str, str], Any] | None = None,
     encoding: str = "bytes",
 ) -> Any:
-    """Unpickle ``path`` with :class:`~squeeze_span.fileio.RestrictedUnpickler`, resolving only ``allowed``.
+    """Unpickle ``path`` with :class:`~squeeze_span.fileio.RestrictedUnpickler`, resolving only ``allowed``
+    (by default :func:`numpy_array_globals`, with the file's size as the budget of its arrays).
 
     ``encoding="bytes"`` keeps the Python 2 ``str`` keys and data of CIFAR pickles as
     bytes. A global outside ``allowed`` raises :class:`UnsafePickleError`; other
     errors (a truncated file) propagate.
     """
     with open(path, "rb") as file:
+        if allowed is None:
+            allowed = numpy_array_globals(path, os.fstat(file.fileno()).st_size)
         return RestrictedUnpickler(file, source=path, allowed=allowed, encoding=encoding).load()
 
 
@@ -319,7 +379,9 @@ def _load_cifar_pickle(path: Path, keys: tuple[bytes, ...], fix: str) -> dict[by
     try:
         content = load_pickle_safely(path)
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, AttributeError) as error:
-        raise _truncated(path, f"{type(error).__name__}: {error}", fix) from None
+        raise _truncated(path, f"{type(error).__name__}: {str(error).partition(chr(10))[0]}", fix) from None
+    except (MemoryError, RecursionError) as error:  # what the checks above missed must still be one line
+        raise _truncated(path, f"{type(error).__name__} while reading it", fix) from None
     if not isinstance(content, dict) or any(key not in content for key in keys):
         raise _truncated(path, f"expected a dict with keys {[key.decode() for key in keys]}", fix)
     return content
@@ -332,9 +394,27 @@ def _class_labels(path: Path, values: Any, num_classes: int, fix: str) -> np.nda
         value = item.item() if isinstance(item, np.generic) else item
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < num_classes:
             raise DatasetError(
-                f"{path} is corrupt: labels must be integers in [0, {num_classes}); found {value!r}; {fix}"
+                f"{path} is corrupt: labels must be integers in [0, {num_classes}); found {reprlib.repr(value)}; {fix}"
             )
     return np.asarray(items, dtype=np.int64)
+
+
+def _class_names(path: Path, key: bytes, num_classes: int, fix: str) -> list[str]:
+    """The ``num_classes`` names under ``key`` in the meta pickle ``path``, each UTF-8 bytes or a string."""
+    names = _load_cifar_pickle(path, (key,), fix)[key]
+    if not isinstance(names, (list, tuple)) or len(names) != num_classes:
+        found = f" of {len(names)} class names" if isinstance(names, (list, tuple)) else ""
+        raise _truncated(path, f"a {type(names).__name__}{found}, not {num_classes}", fix)
+    classes = []
+    for name in names:
+        try:
+            text = name.decode() if isinstance(name, bytes) else name
+        except UnicodeDecodeError:
+            text = None
+        if not isinstance(text, str):
+            raise _truncated(path, f"class name {reprlib.repr(name)} is not UTF-8 text", fix)
+        classes.append(text)
+    return classes
 
 
 def _read_cifar(name: str, root: Path, split: str) -> ImageDataset:
@@ -351,12 +431,9 @@ def _read_cifar(name: str, root: Path, split: str) -> ImageDataset:
         batch_labels = _class_labels(path, batch[layout.label_key], num_classes, fix)
         if batch_labels.shape != (len(data),):
             raise _truncated(path, f"{len(data)} images but {batch_labels.size} labels", fix)
-        images.append(data)
+        images.append(data.view(np.ndarray))  # a plain array, no longer the unpickler's
         labels.append(batch_labels)
-    meta = _load_cifar_pickle(folder / layout.meta_file, (layout.names_key,), fix)
-    classes = [label.decode() if isinstance(label, bytes) else str(label) for label in meta[layout.names_key]]
-    if len(classes) != num_classes:
-        raise _truncated(folder / layout.meta_file, f"{len(classes)} class names, not {num_classes}", fix)
+    classes = _class_names(folder / layout.meta_file, layout.names_key, num_classes, fix)
     # A row holds the R plane, then G, then B, each row-major 32x32: a plain reshape.
     data = images[0] if len(images) == 1 else np.concatenate(images)
     return ImageDataset(data.reshape(-1, 3, 32, 32), np.concatenate(labels), classes, name)
@@ -378,9 +455,10 @@ def _memmap_stl_images(path: Path, fix: str) -> np.ndarray:
 
 
 def _read_stl_labels(path: Path, count: int, fix: str) -> np.ndarray:
-    labels = np.fromfile(_require(path, fix), dtype=np.uint8)
-    if len(labels) != count:
-        raise _truncated(path, f"{len(labels)} labels for {count} images", fix)
+    size = _require(path, fix).stat().st_size  # before reading: the file may be far larger than its images
+    if size != count:
+        raise _truncated(path, f"{size} labels for {count} images", fix)
+    labels = np.fromfile(path, dtype=np.uint8)
     if count and (labels.min() < 1 or labels.max() > 10):
         raise _truncated(path, f"labels must be 1..10, found {labels.min()}..{labels.max()}", fix)
     return labels.astype(np.int64) - 1
@@ -393,11 +471,32 @@ def _read_stl_part(folder: Path, part: str, fix: str) -> tuple[np.ndarray, np.nd
     return images, _read_stl_labels(folder / f"{part}_y.bin", len(images), fix)
 
 
+# STL-10's class_names.txt is 61 bytes; a longer one is not a list of ten names.
+_MAX_CLASS_NAMES_BYTES = 4096
+
+
+def _read_stl_class_names(path: Path, fix: str) -> list[str]:
+    """The ten non-empty lines of ``path``, checked for size and UTF-8 before it is read."""
+    num_classes = dataset_info("stl10").num_classes
+    size = _require(path, fix).stat().st_size
+    if size > _MAX_CLASS_NAMES_BYTES:
+        raise _truncated(
+            path, f"{size} bytes, but {num_classes} class names take at most {_MAX_CLASS_NAMES_BYTES}", fix
+        )
+    try:
+        lines = path.read_bytes().decode().splitlines()
+    except UnicodeDecodeError as error:
+        raise _truncated(path, f"not UTF-8 text: {error.reason} at byte {error.start}", fix) from None
+    classes = [line.strip() for line in lines if line.strip()]
+    if len(classes) != num_classes:
+        raise _truncated(path, f"{len(classes)} class names, not {num_classes}", fix)
+    return classes
+
+
 def _read_stl10(root: Path, split: str) -> ImageDataset:
     fix = f"download STL-10 (binary version) and extract it into {root}/"
     folder = _require(root / "stl10_binary", fix)
-    classes = _require(folder / "class_names.txt", fix).read_text().split("\n")
-    classes = [line.strip() for line in classes if line.strip()]
+    classes = _read_stl_class_names(folder / "class_names.txt", fix)
     parts = [_read_stl_part(folder, part, fix) for part in split.split("+")]
     if len(parts) == 1:
         images, labels = parts[0]
@@ -512,9 +611,45 @@ def _read_pixels(image: Any, path: Path, channels: int) -> np.ndarray:
     return np.broadcast_to(gray, (channels, *gray.shape))
 
 
-def _read_imagefolder(root: Path, split: str) -> ImageDataset:
-    from PIL import Image, UnidentifiedImageError
+# What an image may claim in its header, checked before its pixels are decoded or given memory: 64
+# megapixels (far above any image a backbone here trains on), and 16,384 pixels per byte of its file.
+# Deflate packs at most 1,032 bytes into one, and a PNG pixel takes a bit or more (8 per byte): an
+# honest PNG stays under 8,256; a JPEG's flat 8x8 blocks take a few bits each.
+_MAX_IMAGE_PIXELS = 1 << 26
+_MAX_PIXELS_PER_BYTE = 1 << 14
+_IMAGE_FORMATS = ("PNG", "JPEG")  # what the suffixes promise; no other Pillow decoder is tried
+# What Pillow raises for a file it cannot decode: besides OSError, its decoders' own errors.
+_PILLOW_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
 
+
+@contextlib.contextmanager
+def _open_image(path: Path) -> Iterator[Any]:
+    """``path`` opened by Pillow as a PNG or a JPEG whose size its file could hold; any failure, now or while
+    its pixels are read in the ``with`` block, is one :class:`DatasetError` line naming ``path``."""
+    from PIL import Image
+
+    fix = "remove or replace it"
+    try:
+        with warnings.catch_warnings():  # Pillow warns of a size our own limit refuses below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path, formats=_IMAGE_FORMATS)
+        with opened as image:
+            width, height = image.size
+            limit = min(_MAX_IMAGE_PIXELS, _MAX_PIXELS_PER_BYTE * path.stat().st_size)
+            if width * height > limit:
+                raise DatasetError(
+                    f"{path} claims {width}x{height} pixels, more than its file could hold or the {limit} "
+                    f"allowed; {fix}"
+                )
+            yield image
+    except Image.DecompressionBombError as error:
+        raise DatasetError(f"{path} is a decompression bomb ({error}); {fix}") from None
+    except _PILLOW_ERRORS as error:
+        reason = str(error).partition("\n")[0] or type(error).__name__
+        raise DatasetError(f"{path} is not a readable PNG or JPEG image ({reason}); {fix}") from None
+
+
+def _read_imagefolder(root: Path, split: str) -> ImageDataset:
     fix = f"pass --data with {_IMAGEFOLDER_LAYOUT}"
     _require(root, fix)
     if (root / split).is_dir():
@@ -533,12 +668,9 @@ def _read_imagefolder(root: Path, split: str) -> ImageDataset:
 
     modes, first_size = [], None
     for path, _ in files:  # opening reads only the header: mode and size
-        try:
-            with Image.open(path) as image:
-                modes.append(image.mode)
-                size = image.size
-        except (UnidentifiedImageError, OSError) as error:
-            raise DatasetError(f"{path} is not a readable image ({error}); remove or replace it") from None
+        with _open_image(path) as image:
+            modes.append(image.mode)
+            size = image.size
         if first_size is None:
             first_size = size
         elif size != first_size:
@@ -550,11 +682,8 @@ def _read_imagefolder(root: Path, split: str) -> ImageDataset:
     width, height = first_size
     images = np.empty((len(files), channels, height, width), dtype=np.uint8)
     for index, (path, _) in enumerate(files):
-        try:
-            with Image.open(path) as image:
-                images[index] = _read_pixels(image, path, channels)
-        except OSError as error:
-            raise DatasetError(f"{path} is truncated or corrupt ({error}); remove or replace it") from None
+        with _open_image(path) as image:
+            images[index] = _read_pixels(image, path, channels)
     labels = np.array([label for _, label in files], dtype=np.int64)
     return ImageDataset(images, labels, classes, "imagefolder")
 
