@@ -8,6 +8,7 @@ import torch
 
 from squeeze_span.cli import main
 from squeeze_span.models import resnet18_cifar, save_backbone
+from squeeze_span.models.preprocessing import Preprocessing
 from tests.conftest import tiny_run_overrides
 
 CONFIG = "configs/fashion_mnist/squeeze_span.yaml"
@@ -112,6 +113,27 @@ def test_train_then_export_a_backbone_with_torchvision_names(learnable_fashion_m
     assert "layer4.1.bn2.running_var" in exported.state_dict() and exported.config["in_channels"] == 1
     for name, value in load_backbone(run).state_dict().items():
         assert torch.equal(value, exported.state_dict()[name])
+    # The run trained on Fashion-MNIST's 32x32 views, normalised by its statistics: the export says so.
+    assert exported.preprocessing == Preprocessing(mean=(0.286,), std=(0.353,), image_size=32)
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {out}: resnet18_cifar, width 4, 1 input channel",
+        "  input: 32x32 images, normalised by mean (0.2860) and std (0.3530)",
+        f"  load it with squeeze_span.models.load_backbone({str(out)!r}); its .preprocessing(images) prepares input",
+    ]
+
+
+def test_export_of_a_run_folder_with_no_checkpoint_yet_says_so(tmp_path, capsys):
+    from squeeze_span.config import to_yaml
+    from squeeze_span.methods import load_training_config
+
+    run = tmp_path / "run"
+    run.mkdir()  # as a run stopped before its first checkpoint leaves it
+    (run / "config.yaml").write_text(to_yaml(load_training_config(CONFIG, [f"output_dir={run}"])))
+    assert main(["export", str(run), str(tmp_path / "b.safetensors")]) == 2
+    assert capsys.readouterr().err == (
+        f"CheckpointError: {run} is a run folder with no checkpoint yet, not a backbone; train it, or resume it "
+        f"(`squeeze-span train {run}/config.yaml resume=auto`), then pass it\n"
+    )
 
 
 def test_fd_names_its_metric_honestly(learnable_fashion_mnist, tiny_teacher, tmp_path, capsys):
@@ -245,13 +267,17 @@ def test_a_full_disk_during_export_keeps_the_previous_file(exported, tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == [exported.name, out.name]  # no temporary file left
 
 
-def test_an_export_without_the_suffix_reads_back(exported, tmp_path):
-    from squeeze_span.models import load_backbone
-
-    assert main(["export", str(exported), str(tmp_path / "backbone.bin")]) == 0
-    torch.testing.assert_close(
-        load_backbone(tmp_path / "backbone.bin").state_dict(), load_backbone(exported).state_dict()
+@pytest.mark.parametrize("name", ["b.pt", "backbone.bin", "backbone"])
+def test_an_export_under_another_suffix_than_safetensors_is_refused(exported, tmp_path, capsys, name):
+    """probe reads a .pt as a torch checkpoint, so safetensors under that name would be refused there."""
+    out = tmp_path / name
+    assert main(["export", str(exported), str(out)]) == 2
+    stem = name.split(".")[0]
+    assert capsys.readouterr().err == (
+        f"CheckpointError: {out}: a backbone is written as safetensors, which readers know by its suffix; "
+        f"name it {stem}.safetensors\n"
     )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [exported.name]
 
 
 def test_a_convert_gan_folder_with_a_bad_init_kwarg_is_one_line(tiny_teacher, tmp_path, capsys):

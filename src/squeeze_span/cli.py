@@ -225,14 +225,19 @@ def add_train_gan_command(commands: argparse._SubParsersAction) -> None:
 def _export(args: argparse.Namespace) -> None:
     from squeeze_span.models import load_backbone, save_backbone
 
-    path = save_backbone(load_backbone(args.run_dir), args.out)
-    print(f"wrote {path}")
+    backbone = load_backbone(args.run_dir)
+    path = save_backbone(backbone, args.out)
+    config = backbone.config
+    channels = f"{config['in_channels']} input channel" + ("s" if config["in_channels"] > 1 else "")
+    print(f"wrote {path}: {backbone.arch}, width {config['width']}, {channels}")
+    print(f"  input: {backbone.preprocessing.describe()}")
+    print(f"  load it with squeeze_span.models.load_backbone({str(path)!r}); its .preprocessing(images) prepares input")
 
 
 def add_export_command(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser(
         "export",
-        help="write a run's backbone as .safetensors with torchvision's resnet18 names",
+        help="write a run's backbone as .safetensors (torchvision's resnet18 state-dict names)",
         description="Export the backbone of RUN_DIR (its checkpoints/last.pt) or of a checkpoint file.",
     )
     export.add_argument("run_dir", metavar="RUN_DIR")

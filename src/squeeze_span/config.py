@@ -237,9 +237,7 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def _read_yaml(path: str | os.PathLike[str]) -> DictConfig:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(
-            f"config file {path} does not exist; pass a YAML file such as configs/fashion_mnist/squeeze_span.yaml"
-        )
+        raise ConfigError(f"config file {path} does not exist; {_configs_beside(path)}")
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(
@@ -265,6 +263,18 @@ def _read_yaml(path: str | os.PathLike[str]) -> DictConfig:
         return OmegaConf.create(content)
     except OmegaConfBaseException as error:  # a key or value no config holds (a date, bytes)
         raise ConfigError(f"{path} holds what no config key takes: {str(error).splitlines()[0]}") from None
+
+
+def _configs_beside(path: Path) -> str:
+    """What to pass instead of the missing ``path``: the configs in its folder, the nearest names first."""
+    folder = path.parent
+    names = sorted(item.name for item in folder.glob("*.yaml")) if folder.is_dir() else []
+    if not names:
+        return "pass a YAML file such as configs/fashion_mnist/squeeze_span.yaml"
+    nearest = difflib.get_close_matches(path.name, names, n=3, cutoff=0.6)
+    rest = ", ".join(name for name in names if name not in nearest)
+    listed = f"nearest: {', '.join(nearest)}; others: {rest}" if nearest else f"all: {rest}"
+    return f"{folder}/ holds {len(names)} configs ({listed})"
 
 
 def _check_yaml_shape(path: Path, text: str) -> None:

@@ -19,6 +19,7 @@ from squeeze_span.models import (
     resnet18_cifar,
     save_backbone,
 )
+from squeeze_span.models.preprocessing import Preprocessing
 from tests.conftest import refused_or_loaded
 
 
@@ -85,6 +86,42 @@ def test_the_trained_image_size_is_recorded_and_read_back(tmp_path):
     assert load_backbone(again).config["image_size"] == 24
     older = save_backbone(resnet18_cifar(in_channels=1, width=8), tmp_path / "older.safetensors")
     assert "image_size" not in load_backbone(older).config  # files without the record load as before
+
+
+def test_the_input_normalisation_is_recorded_and_kept_on_the_loaded_model(tmp_path):
+    model = resnet18_cifar(in_channels=1, width=8, image_size=32)
+    model.preprocessing = Preprocessing(mean=(0.286,), std=(0.353,), image_size=32)
+    path = save_backbone(model, tmp_path / "b.safetensors")
+    assert json.loads(_metadata(path)["squeeze_span"])["mean"] == [0.286]
+    loaded = load_backbone(path)
+    assert loaded.preprocessing == model.preprocessing
+    images = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    unit = torch.nn.functional.interpolate(images / 255.0, size=(32, 32), mode="bilinear", antialias=True)
+    torch.testing.assert_close(loaded.preprocessing(images), (unit - 0.286) / 0.353, rtol=1e-5, atol=1e-5)
+
+
+def test_an_export_from_before_the_normalisation_was_recorded_loads_and_says_so(tmp_path):
+    path = tmp_path / "older.safetensors"
+    save_file(resnet18_cifar(width=8).state_dict(), path, metadata=_header(image_size=32))
+    loaded = load_backbone(path)
+    assert loaded.preprocessing == Preprocessing(mean=None, std=None, image_size=32)
+    with pytest.raises(CheckpointError, match="does not record its input normalisation"):
+        loaded.preprocessing(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize(
+    ("changes", "name"),
+    [
+        ({"mean": [0.5, 0.5], "std": [0.2, 0.2, 0.2]}, "mean"),  # two values for three channels
+        ({"mean": [0.5] * 3}, "std"),  # one without the other
+        ({"mean": [0.5] * 3, "std": [0.2, 0.0, 0.2]}, "std"),
+        ({"mean": [0.5, "x", 0.5], "std": [0.2] * 3}, "mean"),
+    ],
+)
+def test_bad_normalisation_in_metadata(tmp_path, changes, name):
+    path = tmp_path / "b.safetensors"
+    save_file(resnet18_cifar(width=8).state_dict(), path, metadata=_header(**changes))
+    _expect(path, rf"has no valid '{name}' in its metadata \(found .*; it must be a list of 3 finite")
 
 
 def test_fc_saved_only_when_linear(tmp_path):

@@ -26,13 +26,14 @@ from squeeze_span import assets
 from squeeze_span.config import ARCHITECTURES
 from squeeze_span.errors import CheckpointError, ConfigError
 from squeeze_span.fileio import atomic_write
+from squeeze_span.filekinds import GAN, GAN_FORMAT, GAN_NETWORK_NAMES, identify, wrong_kind
 from squeeze_span.generators.safe_pickle import PickledModule, read_stylegan2_pkl
 from squeeze_span.generators.stylegan2 import build_network
 from squeeze_span.validation import Bounds, Choice
 
-FORMAT = "squeeze-span-stylegan2"
+FORMAT = GAN_FORMAT
 VERSION = 1
-NETWORK_NAMES = ("G_ema", "G", "D")  # in the order a teacher is looked for
+NETWORK_NAMES = GAN_NETWORK_NAMES
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 # What a stored network's init kwargs (and the dicts nested in them) must hold: a bad value
 # would fail deep in a constructor, or build a network that fails at its first call. The upper
@@ -146,13 +147,19 @@ def load_network(weights: str | os.PathLike[str]) -> nn.Module:
     )
 
 
-def load_networks(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Every network in a pickle, in a folder of our format, or in one ``.safetensors`` file of it."""
+def load_networks(path: str | os.PathLike[str], wanted: str = "a GAN") -> dict[str, Any]:
+    """Every network in a pickle, in a folder of our format, or in one ``.safetensors`` file of it.
+
+    Another kind of file (a backbone, a run folder) is refused as not ``wanted``, naming what it is.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(
             f"{path} does not exist; pass a StyleGAN2-ADA .pkl or a folder from `squeeze-span convert-gan`"
         )
+    kind = identify(path)
+    if kind is not None and kind.holds != GAN:
+        raise CheckpointError(wrong_kind(path, kind, wanted))
     if path.is_dir():
         found = {
             name: load_network(path / f"{name}.safetensors")
@@ -189,7 +196,7 @@ def load_gan(spec: str | os.PathLike[str]) -> tuple[nn.Module, nn.Module | None]
     text = str(spec)
     if FACTORY_PATTERN.match(text) and not Path(text).exists() and not text.startswith(assets.PREFIX):
         return _generator_from_factory(text), None
-    networks = load_networks(assets.resolve(spec))
+    networks = load_networks(assets.resolve(spec), "a generator")
     discriminator = networks.get("D") if isinstance(networks.get("D"), nn.Module) else None
     for name in ("G_ema", "G"):
         if isinstance(networks.get(name), nn.Module):
@@ -199,7 +206,7 @@ def load_gan(spec: str | os.PathLike[str]) -> tuple[nn.Module, nn.Module | None]
 
 def load_discriminator(spec: str | os.PathLike[str]) -> nn.Module:
     """The discriminator ``D`` of a pickle, a folder of our format (convert-gan, a train-gan snapshot), or an asset."""
-    discriminator = load_networks(assets.resolve(spec)).get("D")
+    discriminator = load_networks(assets.resolve(spec), "a discriminator").get("D")
     if not isinstance(discriminator, nn.Module):
         raise CheckpointError(
             f"{spec} holds no discriminator D; pass a train-gan snapshot (runs/.../snapshots/network-snapshot-*/, "

@@ -1,8 +1,9 @@
 """ResNet-18 with torchvision's parameter names, a width multiplier and two stems.
 
 The state-dict keys (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``,
-``fc``, BN buffers included) are exactly torchvision's ``resnet18``, so a trained
-backbone loads into torchvision or timm unchanged. Two stems:
+``fc``, BN buffers included) are exactly torchvision's ``resnet18``, so a backbone with
+the ImageNet stem, width 64 and 3 channels loads into torchvision's or timm's ``resnet18``
+unchanged; the CIFAR stem, other widths and channels keep the names but not the shapes. Two stems:
 
 - ``resnet18``: 7x7 stride-2 conv and a 3x3 stride-2 max-pool (He et al., 2016), for
   STL-10 at 64 or 96 px;
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from squeeze_span.errors import ConfigError
+from squeeze_span.models.preprocessing import Preprocessing
 
 STAGE_BLOCKS = (2, 2, 2, 2)
 
@@ -55,7 +57,8 @@ class ResNet(nn.Module):
     ``arch`` and ``config`` record how the model was built, so an exported file can
     rebuild it (see :mod:`squeeze_span.models.io`). ``image_size``, when given, records the
     side of the images it is trained on (the probe shows it images of that size); the
-    network itself takes any size.
+    network itself takes any size. ``preprocessing`` is the view its input must be, as far as
+    it is known: :func:`~squeeze_span.models.load_backbone` fills in the normalisation.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class ResNet(nn.Module):
         }
         if image_size is not None:  # a backbone without the record keeps the older files' config
             self.config["image_size"] = image_size
+        self.preprocessing = Preprocessing(image_size=image_size)
         self.feature_dim = 8 * width
 
         if cifar_stem:
