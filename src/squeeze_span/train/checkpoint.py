@@ -53,6 +53,11 @@ def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator]) -
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     for name, generator in generators.items():
+        if name not in state:
+            raise CheckpointError(
+                f"the checkpoint holds no {name} random state, which this run draws from; it was written by "
+                "another kind of run: resume with the config in its run folder, or start a new run"
+            )
         try:
             generator.set_state(state[name])
         except RuntimeError:  # a CPU generator's state does not fit a CUDA one, and back
