@@ -74,7 +74,16 @@ def test_squeeze_without_a_teacher_is_a_one_line_error(learnable_fashion_mnist, 
 
 
 @pytest.mark.parametrize(
-    "checkpoint_every, kept", [(1, r"\S+/checkpoints/last.pt holds step 1"), (100, "no checkpoint was written")]
+    "checkpoint_every, kept",
+    [
+        # step 1 at rate 1e9 is finite but its weights' norm is already 1e9 times their start: no good state
+        (
+            1,
+            r"\S+/checkpoints/last.pt holds step 1, but its weights have blown up already \(norm \S+, \S+ at the "
+            r"start\): the run must start again, with a lower rate: `squeeze-span train \S+ overwrite=true",
+        ),
+        (100, r"no checkpoint was written: start again with a lower rate: `squeeze-span train \S+ overwrite=true"),
+    ],
 )
 def test_a_non_finite_loss_names_its_term_and_what_is_kept(
     learnable_fashion_mnist, tiny_teacher, tmp_path, checkpoint_every, kept
@@ -87,7 +96,8 @@ def test_a_non_finite_loss_names_its_term_and_what_is_kept(
         **{"optimizer.base_lr": 1e9, "train.checkpoint_every": checkpoint_every},
     )
     with pytest.raises(
-        TrainingDiverged, match=rf"^loss/\S+ became (nan|inf) at step 2; the run stopped and {kept}\. Lower"
+        TrainingDiverged,
+        match=rf"^loss/\S+ became (nan|inf) at step 2; the run stopped and {kept} optimizer.base_lr=1e\+08`",
     ):
         make_trainer(overrides).fit()  # the first step is finite: a good state can be saved
     assert (run / "checkpoints" / "last.pt").exists() == (checkpoint_every == 1)
@@ -112,7 +122,7 @@ def test_non_finite_weights_are_never_checkpointed(learnable_fashion_mnist, tiny
         trainer.fit()
     assert str(error.value).startswith(
         f"method.backbone.conv1.weight became non-finite at step 2; the run stopped and "
-        f"{run / 'checkpoints' / 'last.pt'} holds step 1. Lower optimizer.base_lr"
+        f"{run / 'checkpoints' / 'last.pt'} holds step 1. Resume it with a lower rate"
     )
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 1 and all(value.isfinite().all() for value in state["method"].values())
@@ -198,3 +208,59 @@ def test_a_time_budget_and_a_step_count_are_not_both_accepted(learnable_fashion_
     )
     with pytest.raises(ConfigError, match="train.budget_seconds and train.max_steps both set the run's length"):
         make_trainer(overrides)
+
+
+VICREG = (
+    "configs/fashion_mnist/vicreg_real.yaml"  # at rate 10 this tiny VICReg blows up within 4 steps; at 1 it holds 8
+)
+
+
+def test_following_the_advice_of_a_divergence_runs_on(learnable_fashion_mnist, tmp_path, capsys):
+    """Trained at 0.1 to step 2, resumed at 10: step 4's checkpoint already carries the blow-up, so step 2
+    is kept, and the command in the message (a rate ten times lower) trains on to the end."""
+    run = tmp_path / "run"
+    args = ["train", VICREG, *tiny_run_overrides(learnable_fashion_mnist, None, run, method="vicreg")]
+    assert main([*args, "train.max_steps=2", "train.checkpoint_every=2"]) == 0
+    assert main([*args, "train.max_steps=6", "train.checkpoint_every=2", "resume=auto", "optimizer.base_lr=10"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("TrainingDiverged: ")
+    assert f"{run / 'checkpoints' / 'last.pt'} holds step 2 (step 4 had already begun to blow up" in error
+    command = error.split("`")[1]
+    assert command == f"squeeze-span train {run / 'config.yaml'} resume=auto optimizer.base_lr=1"
+    assert main(command.split()[1:]) == 0  # the advice, followed as written
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 6
+
+
+def test_a_run_blown_up_before_its_first_checkpoint_is_told_to_start_again(learnable_fashion_mnist, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", VICREG, *tiny_run_overrides(learnable_fashion_mnist, None, run, method="vicreg")]
+    assert main([*args, "optimizer.base_lr=10", "train.max_steps=6", "train.checkpoint_every=2"]) == 2
+    error = capsys.readouterr().err
+    assert "holds step 2, but its weights have blown up already" in error and "the run must start again" in error
+    command = error.split("`")[1]
+    assert command == f"squeeze-span train {run / 'config.yaml'} overwrite=true optimizer.base_lr=1"
+    assert main(command.split()[1:]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 6
+
+
+def test_a_checkpoint_that_carries_the_blow_up_is_set_aside_for_the_one_before(tmp_path):
+    from squeeze_span.train.checkpoint import save_checkpoint
+    from squeeze_span.train.run import RunFolder, blown_up
+    from tests.train.test_checkpoint import _honest_state
+
+    folder = RunFolder(tmp_path, None, ["test"])
+    checkpoints = tmp_path / "checkpoints"
+    honest = _honest_state()  # a checkpoint as a trainer writes it
+    save_checkpoint({**honest, "step": 4, "health": {"weight_norm": 10.0, "loss": 20.0}}, checkpoints / "previous.pt")
+    save_checkpoint({**honest, "step": 6, "health": {"weight_norm": 10.5, "loss": 19.0}}, checkpoints / "last.pt")
+    assert folder.keep_healthy() == (f"{checkpoints / 'last.pt'} holds step 6", True)  # a few percent: healthy
+    save_checkpoint({**honest, "step": 6, "health": {"weight_norm": 95.0, "loss": 19.0}}, checkpoints / "last.pt")
+    assert folder.keep_healthy() == (
+        f"{checkpoints / 'last.pt'} holds step 4 (step 6 had already begun to blow up: set aside as diverged.pt)",
+        True,
+    )
+    assert load_checkpoint(checkpoints / "last.pt")["step"] == 4
+    assert load_checkpoint(checkpoints / "diverged.pt")["step"] == 6
+    assert not (checkpoints / "previous.pt").exists()
+    assert blown_up({"weight_norm": 1.0, "loss": 1.0}, {"weight_norm": 1.1, "loss": 9.0})  # the loss alone
+    assert not blown_up(None, {"weight_norm": 99.0, "loss": None})  # written before health was recorded

@@ -208,6 +208,7 @@ CHECKPOINT_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "nimg": (_count, "a count of images"),
     "r1": (torch.is_tensor, "a tensor"),
     "log": (lambda value: value is None or isinstance(value, dict), "a mapping or None"),
+    "health": (lambda value: value is None or isinstance(value, dict), "a mapping or None"),
 }
 _SHARED_ENTRIES = ("step", "config", "stream", "rng")
 _TRAINER_ENTRIES = (("method", "optimizer", "scaler"), ("G", "D", "G_ema", "G_opt", "D_opt", "nimg", "r1"))

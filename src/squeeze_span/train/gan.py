@@ -62,7 +62,6 @@ from squeeze_span.train.run import CHANGEABLE_ON_RESUME, ResumableRun, RunFolder
 # The losses' weights, the run's length and its snapshots may also change on resume (a diverging
 # GAN is resumed with a larger r1_gamma); the optimizers take the config's hyperparameters.
 CHANGEABLE = CHANGEABLE_ON_RESUME + ("loss", "train.total_kimg", "train.snapshot_kimg", "train.grid_size")
-DIVERGED_FIX = "Raise loss.r1_gamma, lower optimizer.g_lr/d_lr, or try train.precision=fp32"
 
 
 def gan_resolution(image_size: tuple[int, int], resolution: int | None) -> int:
@@ -169,7 +168,7 @@ def build_gan_optimizers(
 
 class GanTrainer(ResumableRun):
     changeable = CHANGEABLE
-    diverged_fix = DIVERGED_FIX
+    command_name = "train-gan"
 
     def __init__(self, config: GanTrainingConfig, command: list[str] | None = None) -> None:
         self.config = config
@@ -295,6 +294,10 @@ class GanTrainer(ResumableRun):
 
     # ------------------------------------------------------------------ checkpoints and snapshots
 
+    def lower_rates(self) -> list[str]:
+        optimizer = self.config.optimizer  # a diverging GAN may also want a larger loss.r1_gamma
+        return [f"optimizer.g_lr={optimizer.g_lr / 10:g}", f"optimizer.d_lr={optimizer.d_lr / 10:g}"]
+
     def networks(self) -> dict[str, torch.nn.Module]:
         return {"G": self.G, "D": self.D, "G_ema": self.G_ema}
 
@@ -348,7 +351,7 @@ class GanTrainer(ResumableRun):
                 save_now = self.step % train.checkpoint_every == 0 or snapshot_now
                 log_now = self.step % train.log_every == 0 or save_now
                 if self.device.type == "cpu" or log_now:  # a free check on CPU; a sync on GPUs
-                    check_finite(logs, self.step, self.run, DIVERGED_FIX)
+                    check_finite(logs, self.step, self.advice)
                 if log_now:
                     now = time.perf_counter()
                     record = {

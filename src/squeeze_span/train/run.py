@@ -17,11 +17,12 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import shlex
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +62,38 @@ RUN_RECORDS = ("checkpoints/*.pt", "metrics.jsonl", "events.out.tfevents.*", "ch
 
 
 class TrainingDiverged(UserError):
-    """A loss or a weight became NaN or infinite; the last finite checkpoint is kept."""
+    """A loss or a weight became NaN or infinite; the last healthy checkpoint is kept."""
 
 
-def check_finite(logs: dict[str, torch.Tensor], step: int, run: RunFolder, fix: str) -> None:
+# A blow-up can begin before the first NaN: weights still finite but far from where they were. A
+# checkpoint whose weights' norm (or logged loss) grew this many times over the one before it is
+# taken to carry the blow-up; healthy training changes either by a few percent between checkpoints.
+BLOWUP_GROWTH = 4.0
+# Against the run's initial weights, with more room: a healthy run's weights drift further over a run
+# than between two checkpoints (here a norm of 32 stays near 30; a blow-up takes it to thousands).
+ORIGIN_GROWTH = 10.0
+
+
+def advice_after_divergence(run: RunFolder, resume: Callable[[], str], restart: Callable[[], str]) -> str:
+    """The sentence after "the run stopped": what is kept, and the command that goes on from it."""
+    kept, healthy = run.keep_healthy()
+    if kept is None:
+        return f"no checkpoint was written: start again with a lower rate: {restart()}"
+    if not healthy:
+        return f"{kept}: the run must start again, with a lower rate: {restart()}"
+    return f"{kept}. Resume it with a lower rate: {resume()}"
+
+
+def check_finite(logs: dict[str, torch.Tensor], step: int, advice: Callable[[], str]) -> None:
     """Stop on a NaN or infinite ``loss``, naming the most specific term that went bad."""
     if torch.isfinite(logs["loss"]):
         return
     terms = sorted((name for name in logs if name.startswith("loss/")), key=len, reverse=True)
     bad = next((name for name in terms if not torch.isfinite(logs[name]).all()), "loss")
-    raise TrainingDiverged(f"{bad} became {logs[bad].item()} at step {step}; the run stopped and {run.kept()}. {fix}")
+    raise TrainingDiverged(f"{bad} became {logs[bad].item()} at step {step}; the run stopped and {advice()}")
 
 
-def check_finite_weights(modules: Mapping[str, nn.Module], step: int, run: RunFolder, fix: str) -> None:
+def check_finite_weights(modules: Mapping[str, nn.Module], step: int, advice: Callable[[], str]) -> None:
     """Stop on a NaN or infinite weight, before it is checkpointed over the last finite state.
 
     A step whose loss was finite can still leave non-finite weights; the loss check sees
@@ -83,8 +103,40 @@ def check_finite_weights(modules: Mapping[str, nn.Module], step: int, run: RunFo
         for name, tensor in module.state_dict().items():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise TrainingDiverged(
-                    f"{prefix}.{name} became non-finite at step {step}; the run stopped and {run.kept()}. {fix}"
+                    f"{prefix}.{name} became non-finite at step {step}; the run stopped and {advice()}"
                 )
+
+
+def weight_norm(modules: Mapping[str, nn.Module]) -> float:
+    squares = sum(
+        float(tensor.detach().float().square().sum())
+        for module in modules.values()
+        for tensor in module.state_dict().values()
+        if tensor.is_floating_point()
+    )
+    return math.sqrt(squares)
+
+
+def health(modules: Mapping[str, nn.Module], line: dict[str, Any] | None, origin: float | None) -> dict[str, Any]:
+    """What a checkpoint records to tell, later, whether it had begun to blow up: its weights' norm, its
+    loss, and the norm of the run's initial weights."""
+    loss = line.get("loss") if line else None
+    return {
+        "weight_norm": weight_norm(modules),
+        "loss": float(loss) if isinstance(loss, (int, float)) else None,
+        "origin_weight_norm": origin,
+    }
+
+
+def blown_up(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
+    """Whether ``after`` (a checkpoint's health) grew BLOWUP_GROWTH times over ``before`` in norm or loss."""
+    if not before or not after:
+        return False  # a checkpoint written before squeeze-span recorded its health: nothing to compare
+    for key in ("weight_norm", "loss"):
+        old, new = before.get(key), after.get(key)
+        if old is not None and new is not None and abs(new) > BLOWUP_GROWTH * max(abs(old), 1e-12):
+            return True
+    return False
 
 
 def resume_path(resume: str | None, checkpoints: Path, overwrite: bool = False) -> Path | None:
@@ -273,12 +325,48 @@ class RunFolder:
                 temp.write_text(kept_text)
         return max((logged for _, logged in kept), default=0)
 
-    def kept(self) -> str:
-        """What a stopped run leaves to resume from, for its message."""
-        last = self.checkpoints / "last.pt"
+    def keep_healthy(self) -> tuple[str | None, bool]:
+        """After a divergence: make last.pt the last healthy checkpoint; say which step it holds (None:
+        there is none), and whether it is healthy.
+
+        A last.pt that had already begun to blow up (:func:`blown_up` against previous.pt) is set aside
+        as diverged.pt, and previous.pt becomes last.pt. One whose weights grew ORIGIN_GROWTH times over
+        the run's initial ones carries the blow-up with no healthy checkpoint before it: not healthy.
+        """
+        last, previous = self.checkpoints / "last.pt", self.checkpoints / "previous.pt"
         if not last.exists():
-            return "no checkpoint was written"
-        return f"{last} holds step {load_checkpoint(last)['step']}"
+            return None, False
+        state = load_checkpoint(last)
+        said = f"{last} holds step {state['step']}"
+        if previous.exists():
+            earlier = load_checkpoint(previous)
+            if blown_up(earlier.get("health"), state.get("health")):
+                os.replace(last, self.checkpoints / "diverged.pt")
+                os.replace(previous, last)
+                said = (
+                    f"{last} holds step {earlier['step']} (step {state['step']} had already begun to blow up: "
+                    "set aside as diverged.pt)"
+                )
+                state = earlier
+        kept = state.get("health") or {}
+        origin, norm = kept.get("origin_weight_norm"), kept.get("weight_norm")
+        if origin and norm and norm > ORIGIN_GROWTH * origin:
+            return f"{said}, but its weights have blown up already (norm {norm:.3g}, {origin:.3g} at the start)", False
+        return said, True
+
+    def keep_previous(self) -> None:
+        """Before last.pt is replaced: keep it as previous.pt (a hard link: no copy, no extra space until
+        last.pt is rewritten), so that a divergence found later can fall back one checkpoint."""
+        last, previous = self.checkpoints / "last.pt", self.checkpoints / "previous.pt"
+        if not last.exists():
+            return
+        link = previous.with_suffix(".link.tmp")
+        link.unlink(missing_ok=True)
+        try:
+            os.link(last, link)
+            os.replace(link, previous)
+        except OSError:  # a file system without hard links: the run goes on with last.pt alone
+            link.unlink(missing_ok=True)
 
     def log(self, record: dict[str, Any]) -> None:
         if self._metrics is None:
@@ -323,8 +411,8 @@ class ResumableRun:
     :class:`RunFolder`), ``device``, ``step``, ``stream`` (its real-data stream) and ``changeable``
     (the keys a resume may change), and says what its checkpoint holds: ``networks()`` and
     ``optimizers()`` by their keys in the checkpoint, ``random_generators()``, and
-    ``extra_state()`` / ``load_extra_state()`` for the rest. ``diverged_fix`` is the advice a
-    non-finite stop gives.
+    ``extra_state()`` / ``load_extra_state()`` for the rest. ``lower_rates()`` names the overrides
+    that lower its learning rates, for the advice a divergence gives.
     """
 
     config: Any
@@ -333,7 +421,7 @@ class ResumableRun:
     step: int
     stream: Any
     changeable: Sequence[str] = CHANGEABLE_ON_RESUME
-    diverged_fix: str = ""
+    origin_weight_norm: float | None = None  # of the run's initial weights, for telling a blow-up
 
     def networks(self) -> dict[str, nn.Module]:
         raise NotImplementedError
@@ -346,6 +434,22 @@ class ResumableRun:
 
     def extra_state(self) -> dict[str, Any]:
         return {}
+
+    command_name: str = "train"
+
+    def lower_rates(self) -> list[str]:
+        """key=value overrides that lower the run's learning rates tenfold (a divergence rarely yields to less)."""
+        raise NotImplementedError
+
+    def advice(self) -> str:
+        """After a divergence: what is kept, and the command that follows the advice (a lower rate)."""
+        command = f"squeeze-span {self.command_name} {Path(self.config.output_dir) / 'config.yaml'}"
+        rates = " ".join(self.lower_rates())
+        return advice_after_divergence(
+            self.run,
+            resume=lambda: f"`{command} resume=auto {rates}` (or try train.precision=fp32)",
+            restart=lambda: f"`{command} overwrite=true {rates}` (or try train.precision=fp32)",
+        )
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what ``extra_state`` saved; ``state`` may predate a key (an older checkpoint)."""
@@ -369,12 +473,14 @@ class ResumableRun:
         }
 
     def save(self, line: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """Checkpoint this step (checkpoints/last.pt, atomically) with its log line (None if it logs
-        none), which a resume writes if a kill came between the two; return the state on the main
-        process. A non-finite weight stops the run before it can replace the last finite checkpoint."""
-        check_finite_weights(self.networks(), self.step, self.run, self.diverged_fix)
-        state = {**self.state_dict(), "log": line}  # every rank joins the RNG gather
+        """Checkpoint this step (checkpoints/last.pt, atomically; the one before stays as previous.pt)
+        with its log line (None if it logs none), which a resume writes if a kill came between the two;
+        return the state on the main process. A non-finite weight stops the run before it can replace
+        the last finite checkpoint."""
+        check_finite_weights(self.networks(), self.step, self.advice)
+        state = {**self.state_dict(), "log": line, "health": health(self.networks(), line, self.origin_weight_norm)}
         if self.run.is_main:
+            self.run.keep_previous()
             save_checkpoint(state, self.checkpoint_dir / "last.pt")
         barrier()
         return state if self.run.is_main else None
@@ -384,8 +490,10 @@ class ResumableRun:
         and the checkpoint's log line."""
         path = resume_path(self.config.resume, self.checkpoint_dir, self.config.overwrite)
         if path is None:
+            self.origin_weight_norm = weight_norm(self.networks())
             return [], None
         state = load_checkpoint(path, map_location=self.device)
+        self.origin_weight_norm = (state.get("health") or {}).get("origin_weight_norm")
         self.check_resumable(state, path)
         changes = resume_changes(state["config"], self.config, self.changeable, path)
         try:

@@ -58,7 +58,6 @@ CHANGEABLE = CHANGEABLE_ON_RESUME + (
     "train.knn_train_samples",
     "train.knn_test_samples",
 )
-DIVERGED_FIX = "Lower optimizer.base_lr, or try train.precision=fp32"
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,6 @@ def apply_gradients(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler
 
 class Trainer(ResumableRun):
     changeable = CHANGEABLE
-    diverged_fix = DIVERGED_FIX
 
     def __init__(self, config: TrainingConfig, method_factory: MethodFactory, command: list[str] | None = None):
         self.config = config
@@ -178,6 +176,9 @@ class Trainer(ResumableRun):
         return synthetic, real
 
     # ------------------------------------------------------------------ checkpoints
+
+    def lower_rates(self) -> list[str]:
+        return [f"optimizer.base_lr={self.config.optimizer.base_lr / 10:g}"]
 
     def networks(self) -> dict[str, nn.Module]:
         return {"method": self.method}
@@ -295,7 +296,7 @@ class Trainer(ResumableRun):
                 real = self.stream.next(self.real)
                 with autocast(self.device, train.precision):
                     logs = self.model(real, local_synthetic)
-                check_finite(logs, self.step + 1, self.run, DIVERGED_FIX)
+                check_finite(logs, self.step + 1, self.advice)
                 apply_gradients(logs["loss"], self.optimizer, self.scaler)
                 self.step += 1
                 invocation_seconds = self.clock() - started
