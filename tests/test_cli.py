@@ -196,14 +196,42 @@ PROBE = ["probe", "--random-init", "resnet18_cifar", "--dataset", "fashion_mnist
 def test_a_bad_argument_is_one_line_and_status_2(args, flag, refusal, capsys):
     assert main(args) == 2
     prog = f"squeeze-span {args[0]}"
-    assert capsys.readouterr().err == f"ConfigError: {prog}: argument {flag}: {refusal}; see {prog} --help\n"
+    assert capsys.readouterr().err == f"UsageError: {prog}: argument {flag}: {refusal}; see {prog} --help\n"
 
 
-def test_a_missing_command_is_one_line_and_status_2(capsys):
+def test_a_bare_command_prints_the_help_to_stdout_and_exits_2(capsys):
     assert main([]) == 2
-    assert capsys.readouterr().err == (
-        "ConfigError: squeeze-span: the following arguments are required: COMMAND; see squeeze-span --help\n"
-    )
+    printed = capsys.readouterr()
+    assert printed.out.startswith("usage: squeeze-span [-h] COMMAND ...") and "probe-discriminator" in printed.out
+    assert printed.err == ""
+
+
+@pytest.mark.parametrize(
+    ("command", "hint"),
+    [
+        ("prob", "did you mean probe?"),
+        ("train_gan", "did you mean train-gan?"),
+        ("figure", "did you mean figure2?"),
+        ("xyzzy", "see squeeze-span --help for the commands"),
+    ],
+)
+def test_a_misspelt_command_names_the_closest_in_one_line(command, hint, capsys):
+    assert main([command, "--dataset", "fashion_mnist"]) == 2
+    assert capsys.readouterr().err == f"UsageError: squeeze-span: unknown command {command!r}; {hint}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["export", "run"], "squeeze-span export: the following arguments are required: OUT.safetensors"),
+        (["sweep", "plan.yaml", "--onyl", "a"], "squeeze-span: unrecognized arguments: --onyl a"),
+        (["--version"], "squeeze-span: the following arguments are required: COMMAND"),
+    ],
+)
+def test_argparse_refusals_are_usage_errors_in_one_line(args, message, capsys):
+    assert main(args) == 2
+    prog = message.split(":")[0]
+    assert capsys.readouterr().err == f"UsageError: {message}; see {prog} --help\n"
 
 
 def test_an_output_dir_that_is_a_file_is_one_line_and_keeps_the_file(

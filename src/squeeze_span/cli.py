@@ -8,16 +8,17 @@ exit with status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 
 from squeeze_span.allocator import keep_freed_memory
-from squeeze_span.errors import ConfigError, UserError, describe_os_error
+from squeeze_span.errors import ConfigError, UsageError, UserError, describe_os_error
 from squeeze_span.validation import argument
 
 POSITIVE_INT = argument(int, min=1)
@@ -597,11 +598,48 @@ def add_figure2_command(commands: argparse._SubParsersAction) -> None:
     figure2.set_defaults(handler=_figure2)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, with each option's default after its description and the examples kept as written.
+
+    A default of None or False means "off" or "decided elsewhere", which the description says; it is
+    not shown. Indented lines of a description or epilog (the examples) are not re-wrapped.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "(default" in help:
+            return help
+        return f"{help} (default: %(default)s)"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(
+            indent + line if line.startswith(" ") else super(HelpFormatter, self)._fill_text(line, width, indent)
+            for line in text.splitlines()
+        )
+
+
+def examples(*commands: str) -> str:
+    """A command's epilog: its examples, one command line each."""
+    return "examples:\n" + "\n".join(f"  {command}" for command in commands)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose mistakes raise ConfigError: one line and status 2, like every other user error."""
+    """argparse whose mistakes raise UsageError: one line and status 2, like every other user error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)  # the commands' parsers are made by this class too
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"{self.prog}: {message}; see {self.prog} --help")
+        raise UsageError(f"{self.prog}: {message}; see {self.prog} --help")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's refusal of an unknown command lists all the commands; the closest one says what was meant.
+        if isinstance(action, argparse._SubParsersAction) and value not in action.choices:
+            close = difflib.get_close_matches(value, action.choices, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"see {self.prog} --help for the commands"
+            raise UsageError(f"{self.prog}: unknown command {value!r}; {hint}")
+        super()._check_value(action, value)
 
 
 def add_probe_options(parser: argparse.ArgumentParser, *, size_help: str) -> None:
@@ -671,8 +709,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv:
+        # Help, since a bare command is how one asks what there is; yet status 2, as for any command
+        # line that runs nothing, so that a script which lost its arguments does not pass for done.
+        parser.print_help()
+        return 2
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         args.handler(args)
     except UserError as error:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
