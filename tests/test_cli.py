@@ -374,6 +374,14 @@ def test_sample_gan_samples_a_factory_generator(factory_module, tmp_path, capsys
         assert image.size == (2 * 10 + 2, 2 * 10 + 2)
 
 
+def test_sample_gan_writes_grid_png_in_the_working_directory_and_says_where(
+    factory_module, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample-gan", f"{factory_module}:images_only", "--n", "4"]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path.resolve() / 'grid.png'}: 4 samples of (3, 8, 8)\n"
+
+
 @pytest.mark.parametrize(
     ("factory", "missing"),
     [
@@ -418,3 +426,47 @@ def test_few_labels_need_two_per_class(learnable_fashion_mnist, capsys):
     args = ["probe", "--raw-pixels", "--dataset", "fashion_mnist", "--data", str(learnable_fashion_mnist)]
     assert main([*args, "--labels-per-class", "1"]) == 2
     assert "--labels-per-class" in capsys.readouterr().err
+
+
+def commands() -> dict:
+    """Each command's name and parser, as build_parser makes them."""
+    from squeeze_span.cli import build_parser
+
+    parser = build_parser()
+    (action,) = (action for action in parser._actions if action.dest == "==SUPPRESS==" and action.choices)
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("name", sorted(commands()))
+def test_every_option_has_help_and_every_command_examples_that_parse(name):
+    from squeeze_span.cli import build_parser
+
+    parser = commands()[name]
+    assert [action.dest for action in parser._actions if not action.help] == []
+    assert parser.epilog.startswith("examples:\n  squeeze-span ")
+    for line in parser.epilog.splitlines()[1:]:
+        words = line.split()
+        assert words[:2] == ["squeeze-span", name]
+        build_parser().parse_args(words[1:])  # a UsageError here is an example that does not run
+
+
+@pytest.mark.parametrize(
+    ("command", "config", "override", "line"),
+    [
+        ("train", CONFIG, "train.max_steps=7", "train.max_steps=7  int or null  an integer >= 1 or null"),
+        (
+            "train-gan",
+            "configs/fashion_mnist/gan.yaml",
+            "train.total_kimg=7",
+            "train.total_kimg=7.0  float  a finite number > 0",
+        ),
+    ],
+)
+def test_print_config_lists_the_resolved_keys_and_runs_nothing(command, config, override, line, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([command, config, f"output_dir={run}", override, "--print-config"]) == 0
+    rows = [" ".join(row.split()) for row in capsys.readouterr().out.splitlines()]
+    assert not run.exists()
+    assert rows[0] == "key=value type accepts"
+    assert " ".join(line.split()) in rows and f"output_dir={run} str -" in rows
+    assert "train.precision=bf16 str one of fp32, bf16, fp16" in rows
