@@ -43,6 +43,14 @@ def test_probe_raw_pixels_the_floor_of_table_2(learnable_fashion_mnist, tmp_path
     assert main(["probe", "--raw-pixels", "--random-init", "resnet18_cifar", "--dataset", "fashion_mnist"]) == 2
 
 
+def test_the_fast_probe_shows_its_fitting_unless_told_not_to(learnable_fashion_mnist, capsys):
+    args = ["probe", "--raw-pixels", "--dataset", "fashion_mnist", "--data", str(learnable_fashion_mnist)]
+    assert main(args) == 0
+    assert "linear probe (fast): 100%" in capsys.readouterr().err
+    assert main([*args, "--no-progress"]) == 0
+    assert "linear probe (fast)" not in capsys.readouterr().err
+
+
 def test_probe_an_exported_backbone(learnable_fashion_mnist, tmp_path):
     torch.manual_seed(0)
     path = save_backbone(resnet18_cifar(in_channels=1, width=4), tmp_path / "backbone.safetensors")
