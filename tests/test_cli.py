@@ -478,3 +478,13 @@ def test_print_config_lists_the_resolved_keys_and_runs_nothing(command, config, 
     assert rows[0] == "key=value type accepts"
     assert " ".join(line.split()) in rows and f"output_dir={run} str -" in rows
     assert "train.precision=bf16 str one of fp32, bf16, fp16" in rows
+
+
+def test_help_shows_defaults_but_not_the_off_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample-gan", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0
+    assert "seed of the latents (and of random noise) (default: 0)" in text  # 0 == False, yet shown
+    assert "(default: grid.png)" in text and "the working directory" in text
+    assert "(default: None)" not in text and "(default: False)" not in text

@@ -83,7 +83,7 @@ def add_probe_command(commands: argparse._SubParsersAction) -> None:
         ),
     )
     which = probe.add_mutually_exclusive_group(required=True)
-    which.add_argument("checkpoint", nargs="?", help=BACKBONE_HELP)
+    which.add_argument("checkpoint", nargs="?", metavar="BACKBONE", help=BACKBONE_HELP)
     which.add_argument("--random-init", metavar="ARCH", choices=sorted(BACKBONES), help="probe an untrained backbone")
     which.add_argument("--raw-pixels", action="store_true", help="probe the view's pixels themselves (a floor)")
     probe.add_argument(
@@ -692,7 +692,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "(default" in help:
+        # By identity: a default of 0 (a seed) equals False, yet is worth showing.
+        if any(action.default is off for off in (None, False, argparse.SUPPRESS)) or "(default" in help:
             return help
         return f"{help} (default: %(default)s)"
 
@@ -739,7 +740,7 @@ def add_probe_options(parser: argparse.ArgumentParser, *, size_help: str) -> Non
         choices=("fast", "paper"),
         default="fast",
         help="fast: logistic regression on the features, its weight decay chosen on a held-out part of train; "
-        "paper: the authors' SGD-trained linear layer on augmented views",
+        "paper: the authors' linear layer trained by SGD on augmented views for 90 epochs",
     )
     parser.add_argument(
         "--split",
