@@ -43,6 +43,14 @@ def test_probe_raw_pixels_the_floor_of_table_2(learnable_fashion_mnist, tmp_path
     assert main(["probe", "--raw-pixels", "--random-init", "resnet18_cifar", "--dataset", "fashion_mnist"]) == 2
 
 
+def test_the_fast_probe_shows_its_fitting_unless_told_not_to(learnable_fashion_mnist, capsys):
+    args = ["probe", "--raw-pixels", "--dataset", "fashion_mnist", "--data", str(learnable_fashion_mnist)]
+    assert main(args) == 0
+    assert "linear probe (fast): 100%" in capsys.readouterr().err
+    assert main([*args, "--no-progress"]) == 0
+    assert "linear probe (fast)" not in capsys.readouterr().err
+
+
 def test_probe_an_exported_backbone(learnable_fashion_mnist, tmp_path):
     torch.manual_seed(0)
     path = save_backbone(resnet18_cifar(in_channels=1, width=4), tmp_path / "backbone.safetensors")
@@ -196,14 +204,42 @@ PROBE = ["probe", "--random-init", "resnet18_cifar", "--dataset", "fashion_mnist
 def test_a_bad_argument_is_one_line_and_status_2(args, flag, refusal, capsys):
     assert main(args) == 2
     prog = f"squeeze-span {args[0]}"
-    assert capsys.readouterr().err == f"ConfigError: {prog}: argument {flag}: {refusal}; see {prog} --help\n"
+    assert capsys.readouterr().err == f"UsageError: {prog}: argument {flag}: {refusal}; see {prog} --help\n"
 
 
-def test_a_missing_command_is_one_line_and_status_2(capsys):
+def test_a_bare_command_prints_the_help_to_stdout_and_exits_2(capsys):
     assert main([]) == 2
-    assert capsys.readouterr().err == (
-        "ConfigError: squeeze-span: the following arguments are required: COMMAND; see squeeze-span --help\n"
-    )
+    printed = capsys.readouterr()
+    assert printed.out.startswith("usage: squeeze-span [-h] COMMAND ...") and "probe-discriminator" in printed.out
+    assert printed.err == ""
+
+
+@pytest.mark.parametrize(
+    ("command", "hint"),
+    [
+        ("prob", "did you mean probe?"),
+        ("train_gan", "did you mean train-gan?"),
+        ("figure", "did you mean figure2?"),
+        ("xyzzy", "see squeeze-span --help for the commands"),
+    ],
+)
+def test_a_misspelt_command_names_the_closest_in_one_line(command, hint, capsys):
+    assert main([command, "--dataset", "fashion_mnist"]) == 2
+    assert capsys.readouterr().err == f"UsageError: squeeze-span: unknown command {command!r}; {hint}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["export", "run"], "squeeze-span export: the following arguments are required: OUT.safetensors"),
+        (["sweep", "plan.yaml", "--onyl", "a"], "squeeze-span: unrecognized arguments: --onyl a"),
+        (["--version"], "squeeze-span: the following arguments are required: COMMAND"),
+    ],
+)
+def test_argparse_refusals_are_usage_errors_in_one_line(args, message, capsys):
+    assert main(args) == 2
+    prog = message.split(":")[0]
+    assert capsys.readouterr().err == f"UsageError: {message}; see {prog} --help\n"
 
 
 def test_an_output_dir_that_is_a_file_is_one_line_and_keeps_the_file(
@@ -346,6 +382,14 @@ def test_sample_gan_samples_a_factory_generator(factory_module, tmp_path, capsys
         assert image.size == (2 * 10 + 2, 2 * 10 + 2)
 
 
+def test_sample_gan_writes_grid_png_in_the_working_directory_and_says_where(
+    factory_module, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample-gan", f"{factory_module}:images_only", "--n", "4"]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path.resolve() / 'grid.png'}: 4 samples of (3, 8, 8)\n"
+
+
 @pytest.mark.parametrize(
     ("factory", "missing"),
     [
@@ -390,3 +434,57 @@ def test_few_labels_need_two_per_class(learnable_fashion_mnist, capsys):
     args = ["probe", "--raw-pixels", "--dataset", "fashion_mnist", "--data", str(learnable_fashion_mnist)]
     assert main([*args, "--labels-per-class", "1"]) == 2
     assert "--labels-per-class" in capsys.readouterr().err
+
+
+def commands() -> dict:
+    """Each command's name and parser, as build_parser makes them."""
+    from squeeze_span.cli import build_parser
+
+    parser = build_parser()
+    (action,) = (action for action in parser._actions if action.dest == "==SUPPRESS==" and action.choices)
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("name", sorted(commands()))
+def test_every_option_has_help_and_every_command_examples_that_parse(name):
+    from squeeze_span.cli import build_parser
+
+    parser = commands()[name]
+    assert [action.dest for action in parser._actions if not action.help] == []
+    assert parser.epilog.startswith("examples:\n  squeeze-span ")
+    for line in parser.epilog.splitlines()[1:]:
+        words = line.split()
+        assert words[:2] == ["squeeze-span", name]
+        build_parser().parse_args(words[1:])  # a UsageError here is an example that does not run
+
+
+@pytest.mark.parametrize(
+    ("command", "config", "override", "line"),
+    [
+        ("train", CONFIG, "train.max_steps=7", "train.max_steps=7  int or null  an integer >= 1 or null"),
+        (
+            "train-gan",
+            "configs/fashion_mnist/gan.yaml",
+            "train.total_kimg=7",
+            "train.total_kimg=7.0  float  a finite number > 0",
+        ),
+    ],
+)
+def test_print_config_lists_the_resolved_keys_and_runs_nothing(command, config, override, line, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([command, config, f"output_dir={run}", override, "--print-config"]) == 0
+    rows = [" ".join(row.split()) for row in capsys.readouterr().out.splitlines()]
+    assert not run.exists()
+    assert rows[0] == "key=value type accepts"
+    assert " ".join(line.split()) in rows and f"output_dir={run} str -" in rows
+    assert "train.precision=bf16 str one of fp32, bf16, fp16" in rows
+
+
+def test_help_shows_defaults_but_not_the_off_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample-gan", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0
+    assert "seed of the latents (and of random noise) (default: 0)" in text  # 0 == False, yet shown
+    assert "(default: grid.png)" in text and "the working directory" in text
+    assert "(default: None)" not in text and "(default: False)" not in text

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from squeeze_span.cli import main
-from squeeze_span.config import RULE, GanTrainingConfig, load_config, validate
+from squeeze_span.config import RULE, GanTrainingConfig, bounded, choice, describe_config, load_config, validate
 from squeeze_span.errors import ConfigError
 from squeeze_span.methods import SqueezeSpanConfig, load_training_config, method_configs
 from squeeze_span.train import TrainingConfig
@@ -350,3 +350,30 @@ def test_many_mutated_configs_load_or_give_one_config_error_line(tree, mutation,
     path = tmp_path / "config.yaml"
     path.write_bytes(text[:at] + mutation + text[at + len(mutation) :])
     _load_or_refuse(path)
+
+
+@dataclasses.dataclass
+class Inner:
+    rate: float = bounded(0.5, min=0, below=1)
+    mode: str = choice("fast", ("fast", "paper"))
+
+
+@dataclasses.dataclass
+class Outer:
+    inner: Inner = dataclasses.field(default_factory=Inner)
+    steps: typing.Optional[int] = bounded(None, min=1)
+    scale: float = 2.0
+    name: str = "x"
+    kwargs: typing.Dict[str, typing.Any] = dataclasses.field(default_factory=lambda: {"a": 1})
+
+
+def test_describe_config_gives_each_key_its_value_type_and_bounds():
+    assert describe_config(Outer(steps=3)) == [
+        "key=value        type         accepts",
+        "inner.rate=0.5   float        a finite number in [0, 1)",
+        "inner.mode=fast  str          one of fast, paper",
+        "steps=3          int or null  an integer >= 1 or null",
+        "scale=2.0        float        a finite number",
+        "name=x           str          -",
+        'kwargs={"a": 1}  mapping      -',
+    ]

@@ -8,22 +8,34 @@ exit with status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 
 from squeeze_span.allocator import keep_freed_memory
-from squeeze_span.errors import ConfigError, UserError, describe_os_error
+from squeeze_span.errors import ConfigError, UsageError, UserError, describe_os_error
 from squeeze_span.validation import argument
 
 POSITIVE_INT = argument(int, min=1)
 POSITIVE_FLOAT = argument(float, above=0)
 FINITE_FLOAT = argument(float)
 DEFAULT_KNN_KS = (20, 200)
+DEVICE_HELP = "auto (the first CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:1, ..."
+NO_PROGRESS_HELP = "hide progress bars"
+PRECISION_HELP = "of the networks' forward passes (fp16: CUDA only)"
+BACKBONE_HELP = (
+    "a run folder (its checkpoints/last.pt), a training checkpoint, an exported backbone (.safetensors) "
+    "or asset:NAME (e.g. asset:fashion_mnist_classifier.safetensors)"
+)
+MODEL_HELP = (
+    "a StyleGAN2-ADA .pkl, a convert-gan folder, a train-gan snapshot folder, asset:NAME (the shipped teacher: "
+    "asset:fashion_mnist_stylegan2) or package.module:factory"
+)
 
 
 def _probe(args: argparse.Namespace) -> None:
@@ -65,13 +77,20 @@ def add_probe_command(commands: argparse._SubParsersAction) -> None:
         "probe",
         help="linear-probe (and kNN-probe) a frozen backbone on a labeled dataset",
         description="Probe a frozen backbone: features of a center view, then a linear classifier (and kNN).",
+        epilog=examples(
+            "squeeze-span probe runs/demo/squeeze_span --dataset fashion_mnist --labels-per-class 10",
+            "squeeze-span probe --random-init resnet18_cifar --dataset fashion_mnist --knn",
+        ),
     )
     which = probe.add_mutually_exclusive_group(required=True)
-    which.add_argument("checkpoint", nargs="?", help="a training checkpoint or an exported backbone (.safetensors)")
+    which.add_argument("checkpoint", nargs="?", metavar="BACKBONE", help=BACKBONE_HELP)
     which.add_argument("--random-init", metavar="ARCH", choices=sorted(BACKBONES), help="probe an untrained backbone")
     which.add_argument("--raw-pixels", action="store_true", help="probe the view's pixels themselves (a floor)")
     probe.add_argument(
-        "--width", type=POSITIVE_INT, default=16, help="base width of --random-init (16, the CPU default; paper: 64)"
+        "--width",
+        type=POSITIVE_INT,
+        default=16,
+        help="base width of --random-init (16: the CPU configs'; the paper's: 64)",
     )
     add_probe_options(
         probe,
@@ -120,13 +139,19 @@ def add_probe_discriminator_command(commands: argparse._SubParsersAction) -> Non
         "multi: its blocks' outputs bR ... b8 averaged over space and its b4.fc, concatenated; single: b4.fc alone. "
         "D sees the images in [-1, 1] at their own size, padded with -1 to its resolution when smaller (as "
         "train-gan trains it), resized when larger, with its channels (gray copied to RGB, RGB to luma).",
+        epilog=examples("squeeze-span probe-discriminator asset:fashion_mnist_stylegan2 --dataset fashion_mnist"),
     )
     probe_d.add_argument(
         "model",
         metavar="MODEL",
         help="a StyleGAN2-ADA .pkl, a convert-gan folder, a train-gan snapshot folder, or asset:NAME, holding a D",
     )
-    probe_d.add_argument("--features", choices=("multi", "single"), default="multi")
+    probe_d.add_argument(
+        "--features",
+        choices=("multi", "single"),
+        default="multi",
+        help="multi: every block's output, averaged over space, and b4.fc; single: b4.fc alone",
+    )
     add_probe_options(probe_d, size_help="resize the images to this size before D fits them (default: their own)")
     probe_d.set_defaults(handler=_probe_discriminator)
 
@@ -154,10 +179,14 @@ def _report_probe(result: dict, name: str, args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from squeeze_span.config import describe_config
     from squeeze_span.methods import METHODS, load_training_config
     from squeeze_span.train import Trainer
 
     config = load_training_config(args.config, args.overrides)
+    if args.print_config:
+        print("\n".join(describe_config(config)))
+        return
     trainer = Trainer(
         config, METHODS[config.method.name], command=["squeeze-span", "train", args.config, *args.overrides]
     )
@@ -182,24 +211,42 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         help="train a method (squeeze and span, ...) from a YAML config with key=value overrides",
         description="Train from CONFIG.yaml; key=value overrides (e.g. teacher.path=G.pkl train.max_steps=30 "
         "output_dir=runs/x resume=auto) change single keys. The resolved config goes to OUTPUT_DIR/config.yaml.",
+        epilog=examples(
+            "squeeze-span train configs/fashion_mnist/squeeze_span.yaml train.max_steps=30 output_dir=runs/try",
+            "squeeze-span train configs/fashion_mnist/vicreg_real.yaml train.budget_seconds=600 --print-config",
+        ),
     )
 
 
 def add_config_command(
-    commands: argparse._SubParsersAction, name: str, handler: Callable, *, help: str, description: str
+    commands: argparse._SubParsersAction, name: str, handler: Callable, *, help: str, description: str, epilog: str
 ) -> None:
     """A command that runs CONFIG.yaml with key=value overrides (train, train-gan)."""
-    command = commands.add_parser(name, help=help, description=description)
-    command.add_argument("config", metavar="CONFIG.yaml")
-    command.add_argument("overrides", nargs="*", metavar="key=value")
+    command = commands.add_parser(name, help=help, description=description, epilog=epilog)
+    command.add_argument("config", metavar="CONFIG.yaml", help="the experiment: what differs from the defaults")
+    command.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="change single config keys, after the file (see --print-config)",
+    )
+    command.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print every key of the resolved config (file and overrides): its value, type and the values it "
+        "accepts; then exit without running",
+    )
     command.set_defaults(handler=handler)
 
 
 def _train_gan(args: argparse.Namespace) -> None:
-    from squeeze_span.config import GanTrainingConfig, load_config
+    from squeeze_span.config import GanTrainingConfig, describe_config, load_config
     from squeeze_span.train.gan import GanTrainer
 
     config = load_config(args.config, args.overrides, GanTrainingConfig)
+    if args.print_config:
+        print("\n".join(describe_config(config)))
+        return
     record = GanTrainer(config, command=["squeeze-span", "train-gan", args.config, *args.overrides]).fit()
     if record.get("already_complete"):
         print(
@@ -219,6 +266,10 @@ def add_train_gan_command(commands: argparse._SubParsersAction) -> None:
         help="train a StyleGAN2 on a dataset (snapshots G_ema, G, D for teachers), from a YAML config",
         description="Train our StyleGAN2 from CONFIG.yaml (e.g. configs/fashion_mnist/gan.yaml) with key=value "
         "overrides (train.max_seconds=3600 resume=auto ...); snapshots go to OUTPUT_DIR/snapshots/.",
+        epilog=examples(
+            "squeeze-span train-gan configs/fashion_mnist/gan.yaml train.max_seconds=3600 resume=auto",
+            "squeeze-span train-gan configs/fashion_mnist/gan.yaml train.total_kimg=50 --print-config",
+        ),
     )
 
 
@@ -239,9 +290,10 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
         "export",
         help="write a run's backbone as .safetensors (torchvision's resnet18 state-dict names)",
         description="Export the backbone of RUN_DIR (its checkpoints/last.pt) or of a checkpoint file.",
+        epilog=examples("squeeze-span export runs/demo/squeeze_span squeeze_span.safetensors"),
     )
-    export.add_argument("run_dir", metavar="RUN_DIR")
-    export.add_argument("out", metavar="OUT.safetensors")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run folder or a training checkpoint (.pt)")
+    export.add_argument("out", metavar="OUT.safetensors", help="the backbone file to write")
     export.set_defaults(handler=_export)
 
 
@@ -271,10 +323,11 @@ def add_fd_command(commands: argparse._SubParsersAction) -> None:
         description="Frechet distance between MODEL's samples and the dataset's train images, in the features "
         "of a classifier trained on the dataset (FD-<dataset>-classifier) or, with --inception, of "
         "pt_inception-2015-12-05 (FID).",
+        epilog=examples("squeeze-span fd asset:fashion_mnist_stylegan2 --dataset fashion_mnist --n 2000"),
     )
-    fd.add_argument("model", metavar="MODEL")
-    fd.add_argument("--dataset", required=True, choices=DATASETS)
-    fd.add_argument("--data", metavar="ROOT")
+    fd.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    fd.add_argument("--dataset", required=True, choices=DATASETS, help="the real images to compare with")
+    fd.add_argument("--data", metavar="ROOT", help=data_help())
     extractor = fd.add_mutually_exclusive_group()
     extractor.add_argument(
         "--classifier",
@@ -283,8 +336,8 @@ def add_fd_command(commands: argparse._SubParsersAction) -> None:
     )
     extractor.add_argument("--inception", metavar="PT", help="pt_inception-2015-12-05-6726825d.pth: the number is FID")
     fd.add_argument("--n", type=argument(int, min=2), default=10000, help="images of each set (a covariance needs 2)")
-    fd.add_argument("--device", default="auto")
-    fd.add_argument("--no-progress", action="store_true")
+    fd.add_argument("--device", default="auto", help=DEVICE_HELP)
+    fd.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     fd.set_defaults(handler=_fd)
 
 
@@ -308,17 +361,26 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def add_demo_command(commands: argparse._SubParsersAction) -> None:
+    from squeeze_span.data import dataset_info
+    from squeeze_span.demo import DemoSettings
+
     demo = commands.add_parser(
         "demo",
         help="the embedded default: squeeze and span vs VICReg at equal time on Fashion-MNIST, probed",
         description="Train Squeeze and Span from the shipped StyleGAN2 teacher, and VICReg on real images, each "
         "for the same time budget on real Fashion-MNIST; probe both and an untrained backbone.",
+        epilog=examples("squeeze-span demo", "squeeze-span demo --minutes 2 --output-dir runs/quick --json demo.json"),
     )
     demo.add_argument(
-        "--minutes", type=POSITIVE_FLOAT, help="training budget of each method (default: DemoSettings.minutes, 7)"
+        "--minutes", type=POSITIVE_FLOAT, help=f"training budget of each method (default: {DemoSettings.minutes:g})"
     )
-    demo.add_argument("--data", metavar="ROOT", help="Fashion-MNIST's IDX files (default: Debian's)")
-    demo.add_argument("--output-dir", default="runs/demo")
+    demo.add_argument(
+        "--data",
+        metavar="ROOT",
+        help="the folder of Fashion-MNIST's four IDX files "
+        f"(default: {dataset_info('fashion_mnist').root}, Debian's dataset-fashion-mnist)",
+    )
+    demo.add_argument("--output-dir", default="runs/demo", help="where each method's run folder goes (emptied first)")
     demo.add_argument(
         "--split",
         choices=("test", "validation"),
@@ -329,7 +391,7 @@ def add_demo_command(commands: argparse._SubParsersAction) -> None:
         "overrides", nargs="*", metavar="key=value", help="for both methods' configs, e.g. optimizer.base_lr=0.1"
     )
     demo.add_argument("--json", metavar="OUT", help="also write the results as JSON")
-    demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     demo.set_defaults(handler=_demo)
 
 
@@ -348,9 +410,10 @@ def add_convert_gan_command(commands: argparse._SubParsersAction) -> None:
         help="convert a StyleGAN2-ADA pickle to safetensors + JSON, loadable without any pickle",
         description="Read a stylegan2-ada-pytorch pickle without running its code; write each network "
         "(G, G_ema, D) as NAME.safetensors plus NAME.json (its init kwargs).",
+        epilog=examples("squeeze-span convert-gan network-snapshot-025000.pkl teachers/cifar10"),
     )
-    convert.add_argument("pickle", metavar="IN.pkl")
-    convert.add_argument("out_dir", metavar="OUT_DIR")
+    convert.add_argument("pickle", metavar="IN.pkl", help="a stylegan2-ada-pytorch network pickle")
+    convert.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write the networks into")
     convert.set_defaults(handler=_convert_gan)
 
 
@@ -369,7 +432,8 @@ def _sample_gan(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     images = teacher.sample(args.n).images
-    print(f"wrote {save_image_grid(images, args.out, args.columns)}: {args.n} samples of {tuple(images.shape[1:])}")
+    path = save_image_grid(images, args.out, args.columns).resolve()  # absolute: --out defaults to the working dir
+    print(f"wrote {path}: {args.n} samples of {tuple(images.shape[1:])}")
 
 
 def add_sample_gan_command(commands: argparse._SubParsersAction) -> None:
@@ -379,17 +443,31 @@ def add_sample_gan_command(commands: argparse._SubParsersAction) -> None:
     sample = commands.add_parser(
         "sample-gan",
         help="write a grid of a generator's samples as PNG, to look at a teacher",
-        description="Sample a generator (a .pkl, a convert-gan folder, or package.module:factory) into a PNG grid.",
+        description="Sample a generator into a PNG grid: grid.png in the working directory unless --out names "
+        "another file.",
+        epilog=examples(
+            "squeeze-span sample-gan asset:fashion_mnist_stylegan2",
+            "squeeze-span sample-gan asset:fashion_mnist_stylegan2 --n 16 --truncation 0.7 --out teacher.png",
+        ),
     )
-    sample.add_argument("model", metavar="MODEL")
+    sample.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     sample.add_argument("--n", type=POSITIVE_INT, default=64, help="number of samples")
-    sample.add_argument("--out", default="grid.png")
+    sample.add_argument(
+        "--out", default="grid.png", help="the PNG to write; a relative path is in the working directory"
+    )
     sample.add_argument("--columns", type=POSITIVE_INT, help="images per row (default: a square grid)")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--truncation", type=FINITE_FLOAT, default=1.0, help="truncation psi (StyleGAN2)")
-    sample.add_argument("--noise-mode", choices=NOISE_MODES, default="const")
-    sample.add_argument("--device", default="auto")
-    sample.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the latents (and of random noise)")
+    sample.add_argument(
+        "--truncation",
+        type=FINITE_FLOAT,
+        default=1.0,
+        help="truncation psi (StyleGAN2; 1: none, below 1: typical images)",
+    )
+    sample.add_argument(
+        "--noise-mode", choices=NOISE_MODES, default="const", help="per-pixel noise: stored, drawn afresh, or none"
+    )
+    sample.add_argument("--device", default="auto", help=DEVICE_HELP)
+    sample.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     sample.set_defaults(handler=_sample_gan)
 
 
@@ -414,10 +492,14 @@ def add_sweep_command(commands: argparse._SubParsersAction) -> None:
         description="Run every (entry, seed) of PLAN.yaml (see squeeze_span.experiments.plan) that has no result "
         "yet: train (resuming) and probe, or probe. Each finished one writes RESULTS_DIR/NAME/seedS.json; "
         "stop the sweep at any point and run the same command again to continue.",
+        epilog=examples(
+            "squeeze-span sweep results/fashion_mnist/plan.yaml",
+            "squeeze-span sweep results/fashion_mnist/plan.yaml --only squeeze_span vicreg_real",
+        ),
     )
-    sweep.add_argument("plan", metavar="PLAN.yaml")
+    sweep.add_argument("plan", metavar="PLAN.yaml", help="the plan: its runs, seeds and folders")
     sweep.add_argument("--only", nargs="+", metavar="NAME", help="run only these entries")
-    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    sweep.add_argument("--device", default="auto", help=DEVICE_HELP)
     sweep.add_argument("--no-progress", action="store_true", help="hide progress bars (the overall lines stay)")
     sweep.set_defaults(handler=_sweep)
 
@@ -452,6 +534,7 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
         "images, squeeze and span with the teacher rendering each step and from a teacher pool, the teacher alone "
         "and the augmentation alone, on the embedded default's student (configs/fashion_mnist/squeeze_span.yaml); "
         "print the median images/s of each. Real images: Fashion-MNIST, else random ones of its shape.",
+        epilog=examples("squeeze-span bench", "squeeze-span bench --device cpu --batch 64 --steps 5 --json bench.json"),
     )
     bench.add_argument(
         "--teacher",
@@ -461,8 +544,8 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
         "generator (32x32 RGB, 512 channels); or a .pkl, a convert-gan folder, asset:NAME",
     )
     bench.add_argument("--batch", type=argument(int, min=2), default=256, help="images per step, B (B_s = alpha B)")
-    bench.add_argument("--precision", choices=PRECISIONS, default="bf16")
-    bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    bench.add_argument("--precision", choices=PRECISIONS, default="bf16", help=PRECISION_HELP)
+    bench.add_argument("--device", default="auto", help=DEVICE_HELP)
     bench.add_argument("--steps", type=POSITIVE_INT, default=10, help="timed steps of each case")
     bench.add_argument("--warmup", type=argument(int, min=0), default=2, help="untimed steps of each case first")
     bench.add_argument("--json", metavar="OUT", help="also write the results as JSON")
@@ -491,9 +574,13 @@ def add_report_command(commands: argparse._SubParsersAction) -> None:
         help="tables, claims and figures from a sweep's results",
         description="Read RESULTS_DIR/NAME/seedS.json (written by `squeeze-span sweep`) and write OUT/REPORT.md, "
         "OUT/results.json, OUT/table2.png and OUT/figure4.png.",
+        epilog=examples(
+            "squeeze-span report results/fashion_mnist/runs --plan results/fashion_mnist/plan.yaml "
+            "--out results/fashion_mnist"
+        ),
     )
-    report.add_argument("results", metavar="RESULTS_DIR")
-    report.add_argument("--out", required=True, metavar="DIR")
+    report.add_argument("results", metavar="RESULTS_DIR", help="the sweep's results_dir")
+    report.add_argument("--out", required=True, metavar="DIR", help="the folder to write the report into")
     report.add_argument(
         "--plan", metavar="PLAN.yaml", help="the sweep's plan: rows in its order, its missing runs listed"
     )
@@ -569,10 +656,9 @@ def add_figure2_command(commands: argparse._SubParsersAction) -> None:
         "of the generator's block features and, when MODEL holds a discriminator (an NVIDIA pickle or a "
         "convert-gan folder with D), of its features; each point is coloured by the class a classifier "
         "predicts for the image, and a last panel counts the images per class.",
+        epilog=examples("squeeze-span figure2 asset:fashion_mnist_stylegan2 --dataset fashion_mnist --n 2000"),
     )
-    figure2.add_argument(
-        "model", metavar="MODEL", help="a .pkl, a convert-gan folder, asset:NAME or package.module:factory"
-    )
+    figure2.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     figure2.add_argument("--dataset", required=True, choices=DATASETS, help="the dataset the classifier knows")
     figure2.add_argument(
         "--classifier", metavar="BACKBONE", help="a backbone with a classifier head (Fashion-MNIST: the shipped one)"
@@ -591,17 +677,55 @@ def add_figure2_command(commands: argparse._SubParsersAction) -> None:
     )
     figure2.add_argument("--out", default="figure2.png", help="the figure (.png, .pdf or .svg)")
     figure2.add_argument("--json", metavar="OUT", help="also write the histogram, pseudo-labels and 2-D points as JSON")
-    figure2.add_argument("--seed", type=int, default=0)
-    figure2.add_argument("--device", default="auto")
-    figure2.add_argument("--no-progress", action="store_true")
+    figure2.add_argument("--seed", type=int, default=0, help="seed of the latents and of the embedding")
+    figure2.add_argument("--device", default="auto", help=DEVICE_HELP)
+    figure2.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     figure2.set_defaults(handler=_figure2)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, with each option's default after its description and the examples kept as written.
+
+    A default of None or False means "off" or "decided elsewhere", which the description says; it is
+    not shown. Indented lines of a description or epilog (the examples) are not re-wrapped.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        # By identity: a default of 0 (a seed) equals False, yet is worth showing.
+        if any(action.default is off for off in (None, False, argparse.SUPPRESS)) or "(default" in help:
+            return help
+        return f"{help} (default: %(default)s)"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(
+            indent + line if line.startswith(" ") else super(HelpFormatter, self)._fill_text(line, width, indent)
+            for line in text.splitlines()
+        )
+
+
+def examples(*commands: str) -> str:
+    """A command's epilog: its examples, one command line each."""
+    return "examples:\n" + "\n".join(f"  {command}" for command in commands)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose mistakes raise ConfigError: one line and status 2, like every other user error."""
+    """argparse whose mistakes raise UsageError: one line and status 2, like every other user error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)  # the commands' parsers are made by this class too
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"{self.prog}: {message}; see {self.prog} --help")
+        raise UsageError(f"{self.prog}: {message}; see {self.prog} --help")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's refusal of an unknown command lists all the commands; the closest one says what was meant.
+        if isinstance(action, argparse._SubParsersAction) and value not in action.choices:
+            close = difflib.get_close_matches(value, action.choices, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"see {self.prog} --help for the commands"
+            raise UsageError(f"{self.prog}: unknown command {value!r}; {hint}")
+        super()._check_value(action, value)
 
 
 def add_probe_options(parser: argparse.ArgumentParser, *, size_help: str) -> None:
@@ -609,9 +733,15 @@ def add_probe_options(parser: argparse.ArgumentParser, *, size_help: str) -> Non
     from squeeze_span.data import DATASETS
     from squeeze_span.runtime import PRECISIONS
 
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
-    parser.add_argument("--data", metavar="ROOT", help="dataset root (default: data/<NAME> as in the original project)")
-    parser.add_argument("--protocol", choices=("fast", "paper"), default="fast")
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="the labeled dataset to probe on")
+    parser.add_argument("--data", metavar="ROOT", help=data_help())
+    parser.add_argument(
+        "--protocol",
+        choices=("fast", "paper"),
+        default="fast",
+        help="fast: logistic regression on the features, its weight decay chosen on a held-out part of train; "
+        "paper: the authors' linear layer trained by SGD on augmented views for 90 epochs",
+    )
     parser.add_argument(
         "--split",
         choices=("test", "validation"),
@@ -633,15 +763,21 @@ def add_probe_options(parser: argparse.ArgumentParser, *, size_help: str) -> Non
         help="also fit the linear probe on N labelled train images per class (for each N), over --draws fixed "
         "draws shared by every backbone, its weight decay cross-validated inside them; mean ± std on the split",
     )
-    parser.add_argument(
-        "--draws", type=POSITIVE_INT, default=5, help="draws of labelled images for --labels-per-class (default 5)"
-    )
+    parser.add_argument("--draws", type=POSITIVE_INT, default=5, help="draws of labelled images for --labels-per-class")
     parser.add_argument("--size", type=POSITIVE_INT, help=size_help)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", choices=PRECISIONS, default="bf16")
-    parser.add_argument("--batch-size", type=POSITIVE_INT, default=512)
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--precision", choices=PRECISIONS, default="bf16", help=PRECISION_HELP)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=512, help="images per batch of feature extraction")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+
+
+def data_help() -> str:
+    """--data's help: each dataset's default folder, from the dataset registry."""
+    from squeeze_span.data import DATASETS, dataset_info
+
+    roots = ", ".join(f"{name}: {dataset_info(name).root}" for name in DATASETS if dataset_info(name).root)
+    return f"the dataset's folder (default: {roots}; imagefolder has none)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -671,8 +807,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv:
+        # Help, since a bare command is how one asks what there is; yet status 2, as for any command
+        # line that runs nothing, so that a script which lost its arguments does not pass for done.
+        parser.print_help()
+        return 2
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         args.handler(args)
     except UserError as error:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)

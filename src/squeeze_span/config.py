@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -416,12 +417,51 @@ def validate(config: Any, prefix: str = "") -> None:
                 if dataclasses.is_dataclass(item):
                     validate(item, f"{key}[{index}].")
             continue
-        rule = spec.metadata.get(RULE, Bounds() if isinstance(value, float) else None)
+        rule = _rule(spec, hints[spec.name])
         if value is None or rule is None or rule.admits(value):
             continue
-        nullable = type(None) in typing.get_args(hints[spec.name])
-        allowed = rule.describe(isinstance(value, int)) + (" or null" if nullable else "")
-        raise ConfigError(f"{key}={value!r} {rule.verdict}; it must be {allowed}")
+        raise ConfigError(f"{key}={value!r} {rule.verdict}; it must be {_accepts(rule, hints[spec.name])}")
+
+
+def _rule(spec: dataclasses.Field, hint: Any) -> Bounds | Choice | None:
+    """The rule a field's values meet: its own, else any finite number for a float field."""
+    return spec.metadata.get(RULE, Bounds() if float in (hint, *typing.get_args(hint)) else None)
+
+
+def _accepts(rule: Bounds | Choice, hint: Any) -> str:
+    """What ``rule`` admits for a field typed ``hint``, e.g. 'an integer >= 1 or null'."""
+    nullable = type(None) in typing.get_args(hint)
+    return rule.describe(int in (hint, *typing.get_args(hint))) + (" or null" if nullable else "")
+
+
+def _type_name(hint: Any) -> str:
+    """A field's type as a config file writes it: 'int', 'float or null', 'mapping'."""
+    if typing.get_origin(hint) is typing.Union:
+        return " or ".join("null" if arg is type(None) else _type_name(arg) for arg in typing.get_args(hint))
+    names = {dict: "mapping", list: "list", typing.Any: "any"}
+    return names.get(typing.get_origin(hint) or hint, getattr(hint, "__name__", str(hint)))
+
+
+def describe_config(config: Any) -> list[str]:
+    """One aligned line per key of a config dataclass tree: key=value (as an override writes it), its type,
+    and the values it accepts (its bounds or choices; '-' where any value of its type goes)."""
+    rows = [("key=value", "type", "accepts")]
+
+    def walk(node: Any, prefix: str) -> None:
+        hints = typing.get_type_hints(type(node))
+        for spec in dataclasses.fields(node):
+            key, value, hint = f"{prefix}{spec.name}", getattr(node, spec.name), hints[spec.name]
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{key}.")
+                continue
+            rule = _rule(spec, hint)
+            text = value if isinstance(value, str) else json.dumps(value)  # YAML reads JSON: null, true, {...}
+            rows.append((f"{key}={text}", _type_name(hint), _accepts(rule, hint) if rule else "-"))
+
+    walk(config, "")
+    # A long value (a mapping of kwargs) overflows its own line rather than pushing every column right.
+    widths = [min(max(len(row[column]) for row in rows), 48) for column in range(2)]
+    return [f"{key:<{widths[0]}}  {kind:<{widths[1]}}  {accepts}" for key, kind, accepts in rows]
 
 
 def to_dict(config: Any) -> dict[str, Any]:

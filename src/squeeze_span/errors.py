@@ -22,6 +22,10 @@ class ConfigError(UserError):
     """A config file, key or value is invalid."""
 
 
+class UsageError(UserError):
+    """The command line itself is wrong: an unknown command or option, a missing or malformed argument."""
+
+
 class CheckpointError(UserError):
     """A checkpoint or exported backbone is missing, corrupt or of an unknown kind."""
 

@@ -30,6 +30,14 @@ def test_separable_clusters_probe_to_100_percent():
     assert not result.weight_decay_at_grid_edge  # 1e-6 is chosen, but inner decays tie with it
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_fast_probe_shows_a_bar_over_its_weight_decays(progress, capsys):
+    x, y = clusters(20, 3, 8, 0.5, torch.Generator().manual_seed(0))
+    linear_probe_fast(x, y, x, y, num_classes=3, weight_decays=(1e-3, 1e-2, 1e-1), progress=progress)
+    error = capsys.readouterr().err
+    assert ("linear probe (fast): 100%" in error and "3/3" in error) == progress and (error == "") != progress
+
+
 def test_shuffled_labels_probe_at_chance():
     generator = torch.Generator().manual_seed(1)
     x, y = clusters(300, 4, 16, 0.5, generator)

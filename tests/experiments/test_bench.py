@@ -89,7 +89,7 @@ def test_a_dataset_folder_the_user_names_must_hold_the_images(tmp_path):
             ["method.syn_ratio=0.0"],
             "ConfigError: method.syn_ratio=0.0 leaves no generated image in a batch of 8; raise it or --batch",
         ),
-        (["--steps", "0"], "ConfigError: squeeze-span bench: argument --steps:"),
+        (["--steps", "0"], "UsageError: squeeze-span bench: argument --steps:"),
     ],
 )
 def test_a_mistake_is_one_line_and_status_2(args, start, tiny_teacher, capsys):

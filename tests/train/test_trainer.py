@@ -192,6 +192,15 @@ def test_a_time_budget_schedules_by_time_and_a_slowdown_costs_steps_not_the_sche
     assert state["step"] == 9 and state["elapsed_seconds"] == 21
 
 
+def test_a_time_budget_s_progress_bar_counts_seconds_and_shows_the_step(
+    learnable_fashion_mnist, tiny_teacher, tmp_path, capsys
+):
+    seconds_per_step = [1.0] * 5 + [4.0] * 20
+    budgeted_run(learnable_fashion_mnist, tiny_teacher, tmp_path / "run", seconds_per_step, **{"train.progress": True})
+    final = capsys.readouterr().err.split("\r")[-1]
+    assert "| 20/20 [" in final and "step=9, img_s=" in final
+
+
 def test_a_time_budget_carries_over_a_resume(learnable_fashion_mnist, tiny_teacher, tmp_path):
     seconds_per_step = [1.0] * 5 + [4.0] * 20
     run = tmp_path / "run"

@@ -126,10 +126,12 @@ def linear_probe_fast(
     weight_decays: Sequence[float] = WEIGHT_DECAY_GRID,
     validation_fraction: float = 0.1,
     seed: int = 0,
+    progress: bool = False,
 ) -> ProbeResult:
     """Choose the weight decay on a held-out part of train, refit on all of train, score on test.
 
-    The decays are fitted from the strongest down, each starting from the previous solution.
+    The decays are fitted from the strongest down, each starting from the previous solution;
+    ``progress`` shows a bar over them (the fits take most of a probe's time).
     A warning line goes to stderr when a fit stops short of convergence, or when an edge of
     the grid beats every inner decay (the best value may lie beyond the grid).
     """
@@ -146,7 +148,8 @@ def linear_probe_fast(
     fits: dict[float, nn.Linear] = {}
     gradient_norms = []
     previous = None
-    for weight_decay in sorted(weight_decays, reverse=True):
+    bar = tqdm(sorted(weight_decays, reverse=True), desc="linear probe (fast)", unit="decay", disable=not progress)
+    for weight_decay in bar:
         previous = fits[weight_decay] = fit_logistic_regression(fit_x, fit_y, num_classes, weight_decay, previous)
         gradient_norms.append(gradient_norm(previous, fit_x, fit_y, weight_decay))
     with torch.no_grad():

@@ -138,7 +138,7 @@ def score_features(
     (train_x, train_y), (test_x, test_y) = train, test
     result: dict = {}
     if fast_linear:
-        result["linear"] = asdict(linear_probe_fast(train_x, train_y, test_x, test_y, num_classes))
+        result["linear"] = asdict(linear_probe_fast(train_x, train_y, test_x, test_y, num_classes, progress=progress))
     labeled = train_y >= 0
     if knn_ks:
         result["knn"] = {

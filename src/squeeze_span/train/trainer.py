@@ -330,7 +330,10 @@ class Trainer(ResumableRun):
                     self.run.log(record)
                     if main:
                         bar.set_postfix(
-                            loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False
+                            {"step": self.step} if budgeted else None,  # first: the bar itself counts seconds
+                            loss=f"{record['loss']:.3f}",
+                            img_s=f"{record['images_per_s']:.0f}",
+                            refresh=False,
                         )
                 bar.update(min(round(self.elapsed_seconds), bar.total) - bar.n if budgeted else 1)
                 if out_of_time:
