@@ -50,7 +50,7 @@ def test_pca_keeps_the_distances_of_low_rank_features_and_tsne_maps_wide_ones():
     assert points.shape == (120, 3) and torch.isfinite(points).all()
 
 
-@pytest.mark.slow  # umap-learn's numba compiles for 20-45 s in each new process, whatever the number of points
+@pytest.mark.slow  # umap-learn's numba compiles for 10-45 s in each new process, whatever the number of points
 def test_umap_keeps_two_blobs_apart_and_is_seeded():
     points = embed_2d(two_blobs(), seed=3)
     assert points.shape == (120, 2) and points.dtype == torch.float32
@@ -133,7 +133,7 @@ def test_a_classifier_without_a_head_is_refused(tiny_teacher):
 @pytest.mark.parametrize(
     "embedding, chosen",
     [
-        # umap-learn's numba compiles for 20-45 s in each new process, whatever the number of points.
+        # umap-learn's numba compiles for 10-45 s in each new process, whatever the number of points.
         pytest.param("umap", [], marks=pytest.mark.slow, id="umap-by-default"),
         pytest.param("tsne", ["--embedding", "tsne"], id="tsne"),
     ],
