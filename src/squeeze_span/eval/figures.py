@@ -6,7 +6,7 @@ generated images three ways, each point coloured by the class a classifier gives
 each synthesis block's output, averaged over space and concatenated) and, when the
 discriminator is at hand, by its features ("D features": its blocks' outputs and the
 epilogue's fc, :class:`DiscriminatorFeatures`' "multi" taps). The authors used
-50,000 images of a CIFAR-10 StyleGAN2-ADA and UMAP.
+50,000 images of a CIFAR-10 StyleGAN2-ADA and UMAP, our default (:mod:`squeeze_span.eval.embedding`).
 """
 
 from __future__ import annotations
@@ -132,20 +132,10 @@ def generated_features(
 
 
 def embed_panels(
-    features: dict[str, torch.Tensor],
-    method: str = "tsne",
-    *,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
+    features: dict[str, torch.Tensor], method: str = "umap", *, seed: int = 0, progress: bool = False
 ) -> dict[str, torch.Tensor]:
-    """Each panel's ``[N, D]`` features as ``[N, 2]`` CPU map coordinates (see :func:`embed_2d`).
+    """Each panel's ``[N, D]`` features as ``[N, 2]`` CPU map coordinates (see :func:`embed_2d`)."""
+    from tqdm.auto import tqdm
 
-    t-SNE runs on ``device``: on a GPU its N x N passes take a fraction of their CPU time.
-    """
-    return {
-        panel: embed_2d(
-            values.to(device), method, seed=seed, progress=progress, progress_label=f"t-SNE of {panel}"
-        ).cpu()
-        for panel, values in features.items()
-    }
+    panels = tqdm(features.items(), desc=f"figure 2: {method} maps", disable=not progress)
+    return {panel: embed_2d(values, method, seed=seed) for panel, values in panels}
