@@ -221,6 +221,17 @@ class Trainer(ResumableRun):
 
     # ------------------------------------------------------------------ monitoring
 
+    def log_record(self, logs: dict[str, torch.Tensor], images_per_s: float) -> dict[str, Any]:
+        """This step's line of metrics.jsonl: where the run is, its next learning rate, speed and every loss."""
+        return {
+            "step": self.step,
+            "epoch": self.step / self.steps_per_epoch,
+            "seconds": self.elapsed_seconds,
+            "lr": self.learning_rate(self.step, self.elapsed_seconds),  # the next step's
+            "images_per_s": images_per_s,
+            **{name: value.item() for name, value in logs.items()},
+        }
+
     def knn_monitor(self) -> dict[str, float] | None:
         """Weighted kNN accuracy of the backbone on (a fixed subset of) the labeled test split."""
         train = self.config.train
@@ -310,15 +321,9 @@ class Trainer(ResumableRun):
                 log_now = self.step % train.log_every == 0 or last
                 knn_now = (train.knn_every and self.step % train.knn_every == 0) or last
                 if log_now or knn_now:
-                    now = self.clock()
-                    record = {
-                        "step": self.step,
-                        "epoch": self.step / self.steps_per_epoch,
-                        "seconds": self.elapsed_seconds,
-                        "lr": self.learning_rate(self.step, self.elapsed_seconds),  # the next step's
-                        "images_per_s": (self.step - last_step) * train.batch_size / (now - last_time),
-                    }
-                    record.update({name: value.item() for name, value in logs.items()})
+                    record = self.log_record(
+                        logs, images_per_s=(self.step - last_step) * train.batch_size / (self.clock() - last_time)
+                    )
                 # The checkpoint comes before the kNN monitor, so that a monitor that fails loses no steps;
                 # it holds this step's log line, which a resume writes if a kill comes before the line.
                 if self.step % train.checkpoint_every == 0 or last:
