@@ -41,6 +41,12 @@ def test_the_papers_encode_configs_hold_the_authors_settings(dataset, config, sy
     assert settings == pytest.approx(AUTHORS_ENCODE, rel=1e-12)
     assert (loaded.method.syn_ratio, loaded.train.epochs, loaded.model.backbone) == (syn_ratio, 800, "resnet18_cifar")
     assert loaded.data.dataset == dataset
+    assert loaded.method.perceptual == "lpips"  # the paper's objective; Fashion-MNIST's keep D's features
+
+
+def test_the_fashion_mnist_encode_configs_keep_the_discriminator_term():
+    for config in ("encode_w_syn", "encode_w_syn_real"):
+        assert load_training_config(f"configs/fashion_mnist/{config}.yaml", []).method.perceptual == "discriminator"
 
 
 @pytest.mark.parametrize("config", ["encode_w_syn", "encode_w_syn_real"])
