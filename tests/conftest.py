@@ -1,9 +1,15 @@
+import functools
 import gzip
+import inspect
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis.strategies import SearchStrategy
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -126,3 +132,46 @@ def refused_or_loaded(load, error: type[Exception], seconds: float = 5.0, peak_b
     assert time.perf_counter() - started < seconds
     assert peak < peak_bytes, f"{peak} bytes allocated"
     return result
+
+
+HOSTILE_EXAMPLES = 30  # each property test of a reader, in the default run
+HOSTILE_EXAMPLES_SLOW = 1000  # and again under `pytest -m slow`, outside CI
+
+
+def hostile_settings(max_examples: int) -> settings:
+    """Hypothesis settings for feeding a reader hostile files: no deadline, since a file's first read
+    is slower than the rest, and a function-scoped ``tmp_path`` shared by the examples, as each writes
+    its file afresh."""
+    return settings(
+        max_examples=max_examples, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+
+
+def hostile(**strategies: SearchStrategy[Any]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``@given(**strategies)`` registered over two example counts, as the parameter ``examples``:
+    :data:`HOSTILE_EXAMPLES` in the default run, and :data:`HOSTILE_EXAMPLES_SLOW` marked ``slow``.
+
+    Hypothesis fixes a test's settings when it is decorated, so each count gets its own ``@given``
+    test around the one body, and the count pytest passes picks which of them runs.
+    """
+
+    def register(test: Callable[..., None]) -> Callable[..., None]:
+        runs = {}
+        for count in (HOSTILE_EXAMPLES, HOSTILE_EXAMPLES_SLOW):
+            # A fresh function per count: @settings refuses to decorate the same function twice.
+            body = functools.wraps(test)(lambda *args, **kwargs: test(*args, **kwargs))
+            runs[count] = given(**strategies)(hostile_settings(count)(body))
+
+        @functools.wraps(test)
+        def run(*args: Any, examples: int, **kwargs: Any) -> None:
+            runs[examples](*args, **kwargs)
+
+        # What pytest reads for the fixtures to pass: the test's own, less those @given fills, plus the count.
+        fixtures = inspect.signature(runs[HOSTILE_EXAMPLES]).parameters.values()
+        run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [*fixtures, inspect.Parameter("examples", inspect.Parameter.KEYWORD_ONLY)]
+        )
+        counts = [HOSTILE_EXAMPLES, pytest.param(HOSTILE_EXAMPLES_SLOW, marks=pytest.mark.slow)]
+        return pytest.mark.parametrize("examples", counts)(run)
+
+    return register
