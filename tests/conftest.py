@@ -2,6 +2,7 @@ import functools
 import gzip
 import inspect
 import struct
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -168,8 +169,8 @@ HOSTILE_EXAMPLES_SLOW = 1000  # and again under `pytest -m slow`, outside CI
 
 def hostile_settings(max_examples: int) -> settings:
     """Hypothesis settings for feeding a reader hostile files: no deadline, since a file's first read
-    is slower than the rest, and a function-scoped ``tmp_path`` shared by the examples, as each writes
-    its file afresh."""
+    is slower than the rest, and a function-scoped ``tmp_path`` shared by the examples (:func:`hostile`
+    gives each example a folder of its own inside it)."""
     return settings(
         max_examples=max_examples, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
     )
@@ -184,10 +185,17 @@ def hostile(**strategies: SearchStrategy[Any]) -> Callable[[Callable[..., None]]
     """
 
     def register(test: Callable[..., None]) -> Callable[..., None]:
+        def example(*args: Any, **kwargs: Any) -> None:
+            # Each example gets its own folder inside the test's tmp_path: files one example wrote (a .gz
+            # beside a plain file) would otherwise be read by the next, which then fails only sometimes.
+            if "tmp_path" in kwargs:
+                kwargs["tmp_path"] = Path(tempfile.mkdtemp(dir=kwargs["tmp_path"]))
+            test(*args, **kwargs)
+
         runs = {}
         for count in (HOSTILE_EXAMPLES, HOSTILE_EXAMPLES_SLOW):
             # A fresh function per count: @settings refuses to decorate the same function twice.
-            body = functools.wraps(test)(lambda *args, **kwargs: test(*args, **kwargs))
+            body = functools.wraps(test)(lambda *args, **kwargs: example(*args, **kwargs))
             runs[count] = given(**strategies)(hostile_settings(count)(body))
 
         @functools.wraps(test)
