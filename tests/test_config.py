@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from squeeze_span.cli import main
@@ -14,6 +14,7 @@ from squeeze_span.config import RULE, GanTrainingConfig, bounded, choice, descri
 from squeeze_span.errors import ConfigError
 from squeeze_span.methods import SqueezeSpanConfig, load_training_config, method_configs
 from squeeze_span.train import TrainingConfig
+from tests.conftest import HOSTILE_EXAMPLES_SLOW, hostile, hostile_settings
 
 CONFIG = "configs/fashion_mnist/squeeze_span.yaml"
 GAN_CONFIG = "configs/fashion_mnist/gan.yaml"
@@ -187,9 +188,6 @@ def test_a_bad_value_on_the_command_line_is_one_line_and_status_2(command, overr
 
 # ------------------------------------------------------------------ files that are not what they seem
 
-hostile = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-hostile_slow = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
 
 def refused_quickly(path: Path, schema: type = TrainingConfig, names_file: bool = True) -> str:
     """The one line ``load_config`` refuses ``path`` with (naming it, unless a key's value is at fault);
@@ -325,16 +323,14 @@ yaml_trees = st.recursive(
 
 
 @pytest.mark.parametrize("schema", [TrainingConfig, GanTrainingConfig])
-@hostile
-@given(content=st.binary(max_size=300))
+@hostile(content=st.binary(max_size=300))
 def test_any_bytes_load_or_give_one_config_error_line(schema, content, tmp_path):
     path = tmp_path / "config.yaml"
     path.write_bytes(content)
     _load_or_refuse(path, schema)
 
 
-@hostile
-@given(tree=yaml_trees)
+@hostile(tree=yaml_trees)
 def test_any_yaml_tree_loads_or_gives_one_config_error_line(tree, tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.dump(tree, Dumper=yaml.Dumper))  # the full dumper: dates, binary and tags too
@@ -342,7 +338,7 @@ def test_any_yaml_tree_loads_or_gives_one_config_error_line(tree, tmp_path):
 
 
 @pytest.mark.slow
-@hostile_slow
+@hostile_settings(HOSTILE_EXAMPLES_SLOW)
 @given(tree=yaml_trees, mutation=st.binary(max_size=4), at=st.integers(min_value=0))
 def test_many_mutated_configs_load_or_give_one_config_error_line(tree, mutation, at, tmp_path):
     text = Path(CONFIG).read_bytes() + yaml.dump(tree).encode()

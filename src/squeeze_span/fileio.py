@@ -232,6 +232,27 @@ def load_torch_file(path: Path, map_location: Any = "cpu", *, what: str = "squee
         ) from None
 
 
+def weights_misfit(
+    module: nn.Module, weights: Mapping[str, Any], source: str | os.PathLike[str], describe: str
+) -> str | None:
+    """Where ``weights``, read from ``source``, first fail to fill ``module`` (which ``describe`` names):
+    a key it lacks, a shape that differs, or a key it has to spare; None where they fit.
+
+    One key is named, rather than the many-line list ``load_state_dict`` would raise. Only shapes
+    are read from ``module``, so it may sit on the meta device (see :func:`build_for_weights`).
+    """
+    expected = module.state_dict()
+    for key, value in expected.items():
+        if key not in weights:
+            return f"{source} lacks {key!r}, which {describe} needs"
+        if weights[key].shape != value.shape:
+            return f"{source}: {key!r} has shape {list(weights[key].shape)} but {describe} needs {list(value.shape)}"
+    for key in sorted(weights):
+        if key not in expected:
+            return f"{source} has unexpected key {key!r}, which {describe} lacks"
+    return None
+
+
 def build_for_weights(
     build: Callable[[], Module], check: Callable[[Module], None], weights: Mapping[str, Any]
 ) -> Module:

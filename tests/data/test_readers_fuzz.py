@@ -10,15 +10,12 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from squeeze_span.data import load_dataset
 from squeeze_span.errors import DatasetError, UnsafePickleError
-from tests.conftest import refused_or_loaded
-
-hostile = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-hostile_slow = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+from tests.conftest import HOSTILE_EXAMPLES_SLOW, hostile, hostile_settings, refused_or_loaded
 
 # Every header field of an IDX file is a big-endian u32: the lies worth telling are the edges.
 header_fields = st.one_of(
@@ -66,8 +63,7 @@ IMAGES = bytes(range(12))
 LABELS = bytes([3, 9])
 
 
-@hostile
-@given(
+@hostile(
     compress=st.booleans(),
     field=st.integers(min_value=0, max_value=5),
     value=header_fields,
@@ -87,7 +83,7 @@ def test_an_idx_header_that_claims_terabytes_allocates_nothing(compress, tmp_pat
 
 
 @pytest.mark.slow
-@hostile_slow
+@hostile_settings(HOSTILE_EXAMPLES_SLOW)
 @given(
     compress=st.booleans(),
     image_header=st.lists(header_fields, min_size=4, max_size=4),
@@ -134,8 +130,7 @@ NAMES = [f"class {index}".encode() for index in range(10)]
 HONEST_ARRAY = Reduces(RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (2, 3072), np.dtype(np.uint8), False, PIXELS))
 
 
-@hostile
-@given(
+@hostile(
     reconstructed=claimed_shapes,
     shape=claimed_shapes,
     dtype=claimed_dtypes,
@@ -199,8 +194,7 @@ def test_a_pickle_whose_lengths_lie_is_refused_before_python_allocates_them(clai
     assert refused_or_loaded(lambda: load_dataset("cifar10", tmp_path, "test"), DatasetError) is None
 
 
-@hostile
-@given(
+@hostile(
     names=st.one_of(
         st.lists(
             st.one_of(st.binary(min_size=1, max_size=8), st.text(max_size=8), st.integers(), st.none()), max_size=12
@@ -249,8 +243,7 @@ def _stl10_test_split(tmp_path, labels: bytes, names: bytes) -> np.ndarray:
 STL_NAMES = "\n".join(["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]) + "\n"
 
 
-@hostile
-@given(labels=st.binary(max_size=6), names=st.one_of(st.binary(max_size=80), st.text(max_size=80).map(str.encode)))
+@hostile(labels=st.binary(max_size=6), names=st.one_of(st.binary(max_size=80), st.text(max_size=80).map(str.encode)))
 def test_stl10_labels_and_class_names_load_exactly_or_are_one_line(labels, names, tmp_path):
     images = _stl10_test_split(tmp_path, labels, names)
     dataset = refused_or_loaded(lambda: load_dataset("stl10", tmp_path, "test"), DatasetError)
@@ -306,8 +299,7 @@ def _lying_png(fields: tuple[int, ...], honest: bytes) -> bytes:
     return honest[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + honest[33:]
 
 
-@hostile
-@given(fields=ihdr_fields, cut=st.integers(min_value=-40, max_value=0))
+@hostile(fields=ihdr_fields, cut=st.integers(min_value=-40, max_value=0))
 def test_a_png_whose_header_lies_loads_exactly_or_is_one_line(fields, cut, tmp_path):
     honest = _png(3, 2)
     (tmp_path / "a").mkdir(exist_ok=True)

@@ -11,6 +11,7 @@ from squeeze_span.generators import (
     save_network,
 )
 from squeeze_span.generators.stylegan2 import Discriminator, Generator
+from tests.conftest import refused_or_loaded
 
 TINY_SYNTHESIS = {"channel_base": 256, "channel_max": 32}
 
@@ -164,3 +165,42 @@ def test_bad_init_kwargs_in_a_pickle_name_the_pickle(tmp_path, monkeypatch):
     monkeypatch.setattr(loading, "read_stylegan2_pkl", lambda path: {"G_ema": network})
     with pytest.raises(CheckpointError, match=r"^\S+G\.pkl: init kwarg img_channels=0 is out of range; it must be"):
         load_stylegan2_pkl(tmp_path / "G.pkl")
+
+
+# Init kwargs within their bounds that describe some 700 MB of float32 (1024 px, 1024 channels at every
+# resolution): built before the weights were compared, they were allocated and filled with noise first.
+HUGE_SYNTHESIS = {"channel_base": 1 << 20, "channel_max": 1024}
+
+
+def refusal(load) -> str:
+    with pytest.raises(CheckpointError) as caught:
+        load()
+    return str(caught.value)
+
+
+def test_a_description_that_claims_a_huge_generator_for_small_weights_is_refused_before_building(tiny_teacher):
+    honest = refused_or_loaded(lambda: load_networks(tiny_teacher), CheckpointError, peak_bytes=2**20)["G_ema"]
+    description_path = tiny_teacher / "G_ema.json"
+    description = json.loads(description_path.read_text())
+    description["init_kwargs"].update(img_resolution=1024, synthesis_kwargs=HUGE_SYNTHESIS)
+    description_path.write_text(json.dumps(description))
+    message = refused_or_loaded(lambda: refusal(lambda: load_networks(tiny_teacher)), CheckpointError, 1.0, 2**20)
+    assert message.startswith(
+        f"{tiny_teacher / 'G_ema.safetensors'}: 'synthesis.b4.const' has shape [16, 4, 4] but Generator({{"
+    )
+    assert "needs [1024, 4, 4]; the file's init kwargs and weights disagree" in message
+    assert honest.img_resolution == 16
+
+
+def test_a_pickle_that_claims_a_huge_discriminator_for_small_weights_is_refused_before_building(
+    tiny_gan, tmp_path, monkeypatch
+):
+    from squeeze_span.generators import loading
+    from squeeze_span.generators.safe_pickle import PickledModule
+
+    honest = load_networks(tiny_gan)["D"]
+    kwargs = {**honest.init_kwargs, "img_resolution": 1024, **HUGE_SYNTHESIS}
+    network = PickledModule("training.networks.Discriminator", (), kwargs, honest.state_dict(), {})
+    monkeypatch.setattr(loading, "read_stylegan2_pkl", lambda path: {"D": network})
+    message = refused_or_loaded(lambda: refusal(lambda: load_stylegan2_pkl(tmp_path / "D.pkl")), CheckpointError)
+    assert message.startswith(f"{tmp_path / 'D.pkl'} (D) lacks 'b1024.resample_filter', which Discriminator({{")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -20,7 +19,7 @@ from squeeze_span.models import (
     save_backbone,
 )
 from squeeze_span.models.preprocessing import Preprocessing
-from tests.conftest import refused_or_loaded
+from tests.conftest import hostile, refused_or_loaded
 
 
 def _trained(model):
@@ -387,7 +386,6 @@ def test_unknown_arch_argument(tmp_path):
 
 # ------------------------------------------------------------------ files whose metadata lie
 
-hostile = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # No subnormal floats: a trainer test before these sets torch.set_flush_denormal(True) for the process.
 metadata_values = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
@@ -402,8 +400,7 @@ metadata_values = st.one_of(
 metadata_keys = st.sampled_from(["arch", "in_channels", "width", "num_classes", "image_size", "format", "version"])
 
 
-@hostile
-@given(changes=st.dictionaries(metadata_keys, metadata_values, max_size=3))
+@hostile(changes=st.dictionaries(metadata_keys, metadata_values, max_size=3))
 def test_metadata_that_lies_loads_the_same_weights_or_is_refused_before_building(changes, tmp_path):
     model = resnet18_cifar(width=4)
     path = tmp_path / "b.safetensors"
@@ -427,8 +424,7 @@ def test_a_width_the_weights_cannot_fill_is_refused_before_a_network_is_built(tm
     refused_or_loaded(lambda: _expect(path, r"lacks 'bn1\.weight'"), CheckpointError, 0.5, 2**20)
 
 
-@hostile
-@given(backbone=st.dictionaries(metadata_keys, metadata_values, max_size=5) | metadata_values)
+@hostile(backbone=st.dictionaries(metadata_keys, metadata_values, max_size=5) | metadata_values)
 def test_a_training_checkpoint_whose_backbone_entry_lies_is_refused_before_building(backbone, tmp_path):
     model = resnet18_cifar(width=4)
     path = tmp_path / "last.pt"

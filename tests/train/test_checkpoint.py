@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from squeeze_span.cli import main
@@ -19,7 +18,7 @@ from squeeze_span.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from tests.conftest import refused_or_loaded, tiny_run_overrides
+from tests.conftest import hostile, refused_or_loaded, tiny_run_overrides
 from tests.train.test_trainer import CONFIG
 
 
@@ -154,8 +153,7 @@ PLACES = [
 ]
 
 
-@settings(max_examples=30, deadline=None)
-@given(place=st.sampled_from(PLACES), value=hostile_values, drop=st.booleans())
+@hostile(place=st.sampled_from(PLACES), value=hostile_values, drop=st.booleans())
 def test_a_checkpoint_with_a_malformed_entry_loads_readably_or_is_one_line(place, value, drop, tmp_path_factory):
     path = tmp_path_factory.mktemp("checkpoint") / "last.pt"
     state = _honest_state()

@@ -89,7 +89,9 @@ def load_stylegan2_pkl(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key, value in read_stylegan2_pkl(path).items():
         if key in NETWORK_NAMES and isinstance(value, PickledModule):
             check_init_kwargs(path, value.init_kwargs)
-            networks[key] = build_network(value.class_name, value.init_kwargs, value.init_args, value.state_dict)
+            networks[key] = build_network(
+                value.class_name, value.init_kwargs, value.init_args, value.state_dict, f"{path} ({key})"
+            )
         elif not isinstance(value, PickledModule):
             networks[key] = value
     return networks
@@ -143,7 +145,7 @@ def load_network(weights: str | os.PathLike[str]) -> nn.Module:
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{weights} is not a safetensors file or is corrupt ({error}); convert again") from None
     return build_network(
-        description["class_name"], description["init_kwargs"], description.get("init_args", ()), state_dict
+        description["class_name"], description["init_kwargs"], description.get("init_args", ()), state_dict, weights
     )
 
 

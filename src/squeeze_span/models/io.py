@@ -32,7 +32,7 @@ from safetensors.torch import save
 from squeeze_span import assets
 from squeeze_span.data import DATASET_INFO
 from squeeze_span.errors import CheckpointError, ConfigError
-from squeeze_span.fileio import atomic_write, build_for_weights, is_torch_archive, load_torch_file
+from squeeze_span.fileio import atomic_write, build_for_weights, is_torch_archive, load_torch_file, weights_misfit
 from squeeze_span.filekinds import (
     BACKBONE,
     BACKBONE_FORMAT,
@@ -316,16 +316,9 @@ def _config_from_shapes(path: Path, tensors: dict[str, torch.Tensor], arch: str)
 
 def _check_keys(path: Path, model: ResNet, tensors: dict[str, torch.Tensor], fix: str) -> None:
     """Name the first key that does not fit, rather than the list ``load_state_dict`` would print."""
-    expected = model.state_dict()
     config = model.config
-    describe = f"{model.arch} (in_channels={config['in_channels']}, width={config['width']})"
-    for key, value in expected.items():
-        if key not in tensors:
-            raise CheckpointError(f"{path} lacks {key!r}, which {describe} needs; {fix}")
-        if tensors[key].shape != value.shape:
-            raise CheckpointError(
-                f"{path}: {key!r} has shape {list(tensors[key].shape)} but {describe} needs {list(value.shape)}; {fix}"
-            )
-    for key in sorted(tensors):
-        if key not in expected:
-            raise CheckpointError(f"{path} has unexpected key {key!r}, which {describe} lacks; {fix}")
+    misfit = weights_misfit(
+        model, tensors, path, f"{model.arch} (in_channels={config['in_channels']}, width={config['width']})"
+    )
+    if misfit:
+        raise CheckpointError(f"{misfit}; {fix}")

@@ -79,7 +79,13 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]
     hyperparameters = [
         {key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups
     ]
-    optimizer.load_state_dict(state)
+    try:
+        optimizer.load_state_dict(state)
+    except ValueError as error:  # torch's one line: its groups, or their sizes, differ from this run's
+        raise CheckpointError(
+            f"the checkpoint's optimizer state does not fit this run's optimizer ({error}); "
+            "resume with the config the checkpoint was saved with"
+        ) from None
     for group, values in zip(optimizer.param_groups, hyperparameters):
         group.update(values)
 

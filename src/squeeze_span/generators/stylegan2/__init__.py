@@ -7,6 +7,7 @@ constructor arguments stored in an NVIDIA pickle (as read by
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from squeeze_span.errors import CheckpointError
+from squeeze_span.fileio import build_for_weights, weights_misfit
 from squeeze_span.generators.stylegan2.layers import MappingNetwork
 from squeeze_span.generators.stylegan2.networks import (
     CIFAR10_G_KWARGS,
@@ -45,12 +47,16 @@ def build_network(
     init_kwargs: Mapping[str, Any],
     init_args: Sequence[Any] = (),
     state_dict: Mapping[str, torch.Tensor] | None = None,
+    source: str | os.PathLike[str] = "the state dict",
 ) -> nn.Module:
     """Construct ``class_name(*init_args, **init_kwargs)``; load ``state_dict`` strictly if given.
 
-    ``class_name`` may carry NVIDIA's module path (``training.networks.Generator``). The
-    network comes back in eval mode; parameters keep ``requires_grad=True`` (freeze them with
-    ``requires_grad_(False)`` for a fixed teacher).
+    ``class_name`` may carry NVIDIA's module path (``training.networks.Generator``). With a
+    ``state_dict`` (read from ``source``, which refusals name), the network is compared with it
+    on the meta device and given memory only once every key and shape fits: init kwargs within
+    their bounds may still describe gigabytes (a 2048 px generator of 4096 channels) that the
+    weights cannot fill. The network comes back in eval mode; parameters keep
+    ``requires_grad=True`` (freeze them with ``requires_grad_(False)`` for a fixed teacher).
     """
     short_name = class_name.rsplit(".", 1)[-1]
     cls = NETWORK_CLASSES.get(short_name)
@@ -59,13 +65,22 @@ def build_network(
             f"unknown StyleGAN2 network class {class_name!r}; expected one of {sorted(NETWORK_CLASSES)} "
             "(a stylegan2-ada-pytorch pickle's 'G', 'G_ema' or 'D')"
         )
-    try:
-        network = cls(*init_args, **dict(init_kwargs))
-    except TypeError as error:
-        raise CheckpointError(f"cannot build {short_name} from the pickle's init arguments: {error}") from error
-    if state_dict is not None:
+
+    def build() -> nn.Module:
         try:
-            network.load_state_dict(dict(state_dict), strict=True)
-        except RuntimeError as error:
-            raise CheckpointError(f"the state dict does not fit {short_name}({dict(init_kwargs)}): {error}") from error
-    return network.eval()
+            return cls(*init_args, **dict(init_kwargs))
+        except TypeError as error:
+            raise CheckpointError(f"cannot build {short_name} from the pickle's init arguments: {error}") from error
+
+    if state_dict is None:
+        return build().eval()
+
+    def check(network: nn.Module) -> None:
+        misfit = weights_misfit(network, state_dict, source, f"{short_name}({dict(init_kwargs)})")
+        if misfit:
+            raise CheckpointError(
+                f"{misfit}; the file's init kwargs and weights disagree, so it was damaged or edited: "
+                "use the original file, or convert the pickle again"
+            )
+
+    return build_for_weights(build, check, state_dict).eval()
