@@ -138,12 +138,13 @@ class TorchBytes(TorchDispatchMode):
         return result
 
 
-def refused_or_loaded(load, error: type[Exception], seconds: float = 5.0, peak_bytes: int = 64 * 2**20):
+def refused_or_loaded(load, error: type[Exception], seconds: float = 30.0, peak_bytes: int = 64 * 2**20):
     """``load()``'s result, or None where it raised ``error`` in one line; either way within ``seconds``
     and with an allocation peak under ``peak_bytes`` (Python's, traced, plus every tensor torch made):
     a hostile file's header is checked before memory is spent on what it claims. The memory bound is
     the sharp test; the time bound only catches work on the scale of what a lying header claims
-    (minutes), so it leaves room for a loaded machine."""
+    (minutes), so it leaves room for a loaded machine and a fresh process's first load (5-6 s of
+    imports under tracemalloc)."""
     import time
     import tracemalloc
 

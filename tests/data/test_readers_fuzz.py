@@ -305,7 +305,7 @@ def test_a_png_whose_header_lies_loads_exactly_or_is_one_line(fields, cut, tmp_p
     (tmp_path / "a").mkdir(exist_ok=True)
     content = _lying_png(fields, honest)
     (tmp_path / "a" / "0.png").write_bytes(content[: len(content) + cut] if cut else content)
-    dataset = refused_or_loaded(lambda: load_dataset("imagefolder", tmp_path), DatasetError, seconds=2)
+    dataset = refused_or_loaded(lambda: load_dataset("imagefolder", tmp_path), DatasetError)
     if fields == (3, 2, 8, 0, 0, 0, 0) and cut == 0:
         assert dataset is not None and np.array_equal(dataset.images, np.full((1, 1, 2, 3), 7, np.uint8))
     elif dataset is not None:  # a lie Pillow decodes anyway (a bit depth, a filter) is bounded all the same
