@@ -22,6 +22,14 @@ from squeeze_span.models.preprocessing import Preprocessing
 from tests.conftest import hostile, refused_or_loaded
 
 
+@pytest.fixture(scope="module", autouse=True)
+def loaded_once(tmp_path_factory):
+    """One honest export and load before any measured one: the first load in a fresh process imports
+    what it needs, tens of MB that tracemalloc would charge to whichever file is read first."""
+    path = tmp_path_factory.mktemp("warm") / "b.safetensors"
+    load_backbone(save_backbone(resnet18_cifar(width=4), path))
+
+
 def _trained(model):
     """A model whose BN running statistics and counters are no longer the defaults."""
     torch.manual_seed(1)
