@@ -30,6 +30,7 @@ def test_the_demo_runs_end_to_end_at_smoke_size(learnable_fashion_mnist, tiny_te
     assert results["random_init"]["top1"] > 90  # the learnable set separates even without training
     text = summary(results)
     assert "squeeze and span" in text and "VICReg (real images)" in text and "At equal training time" in text
+    assert text.splitlines()[-1].startswith("What to expect: at runs this short")
     for name in ("squeeze_span", "vicreg_real"):  # each schedule ended with its 1.2 s budget
         last = json.loads((tmp_path / "demo" / name / "metrics.jsonl").read_text().splitlines()[-1])
         assert last["step"] == results[name]["steps"] and last["seconds"] >= 1.2 and last["lr"] == 0.0
@@ -41,7 +42,7 @@ def test_the_summary_calls_a_gap_within_seed_noise_a_match():
         "vicreg_real": {"top1": 86.40, "steps": 878, "seconds": 407.6},
         "random_init": {"top1": 78.36, "steps": 0, "seconds": 0.0},
     }
-    line = summary(results).splitlines()[-1]
+    line = summary(results).splitlines()[-2]  # the last says what to expect
     assert "matches VICReg on real images within seed noise (0.22 points behind" in line
     assert "beats the untrained backbone by 7.82 points" in line
     results["vicreg_real"]["top1"] = 87.40
