@@ -294,10 +294,10 @@ def build_report(results_dir: str | Path, out: str | Path, plan: str | Path | No
     context = ReportContext(results, rows, claims, protocols, primary, figures, pending, (out / FINDINGS).is_file())
     with atomic_write(out / "REPORT.md") as temporary:
         temporary.write_text(render_markdown(context, info))
-    return {"claims": claims, "runs": len(results), "pending": pending, "primary": context_primary(claims, primary)}
+    return {"claims": claims, "runs": len(results), "pending": pending, "primary": measured_primary(claims, primary)}
 
 
-def context_primary(claims: Sequence[dict], primary: str) -> str:
+def measured_primary(claims: Sequence[dict], primary: str) -> str:
     """The primary protocol, or the full linear probe when no claim was judged in it."""
     return primary if any(claim["protocol"] == primary for claim in claims) else LINEAR
 
@@ -481,7 +481,7 @@ def render_claims(context: ReportContext) -> list[str]:
 
 def render_group(claims: Sequence[dict], primary: str) -> list[str]:
     """The group's claims in the primary protocol (the full linear probe where that was not measured)."""
-    shown = primary if any(claim["protocol"] == primary for claim in claims) else LINEAR
+    shown = measured_primary(claims, primary)
     lines, unmeasured = [], []
     for claim in claims:
         if claim["protocol"] != shown:
