@@ -137,17 +137,32 @@ def test_an_entry_can_score_on_validation_not_test(learnable_fashion_mnist, tiny
     assert splits == {"pixels": "test", "pixels_validation": "validation"}
 
 
-def test_the_committed_results_were_made_under_the_committed_plan():
+@pytest.mark.parametrize("plan_path", ["results/fashion_mnist/plan.yaml", "results/fashion_mnist/length/plan.yaml"])
+def test_the_committed_results_were_made_under_the_committed_plan(plan_path):
     """A change to what decides a result (the spec) would silently turn hours of runs stale."""
     from squeeze_span.experiments.plan import entry_spec, spec_hash
 
-    plan = load_plan("results/fashion_mnist/plan.yaml")
+    plan = load_plan(plan_path)
     entries = {entry.name: entry for entry in plan.entries}
     results = sorted(Path(plan.results_dir).glob("*/seed*.json"))
-    assert results, "results/fashion_mnist/runs holds no results"
+    assert results, f"{plan.results_dir} holds no results"
     for path in results:
         result = json.loads(path.read_text())
         assert result["spec_hash"] == spec_hash(entry_spec(plan, entries[result["name"]], result["seed"])), path
+
+
+def test_where_the_data_lives_is_not_part_of_a_result_spec(tmp_path):
+    """scripts/length_on_gpu.sh points the plan at carried files: its results must count as the plan's own."""
+    from squeeze_span.experiments.plan import entry_spec, spec_hash
+
+    data = yaml.safe_load(Path("results/fashion_mnist/length/plan.yaml").read_text())
+    moved = tmp_path / "plan.yaml"
+    moved.write_text(yaml.safe_dump({**data, "data_root": str(tmp_path / "fashion-mnist")}))
+    plan, elsewhere = load_plan("results/fashion_mnist/length/plan.yaml"), load_plan(moved)
+    assert elsewhere.data_root == str(tmp_path / "fashion-mnist")
+    for entry, moved_entry in zip(plan.entries, elsewhere.entries, strict=True):
+        for seed in plan.seeds:
+            assert spec_hash(entry_spec(plan, entry, seed)) == spec_hash(entry_spec(elsewhere, moved_entry, seed))
 
 
 def test_stages_run_in_order_and_a_claimed_run_is_left_to_its_sweep(learnable_fashion_mnist, tiny_teacher, tmp_path):
