@@ -65,6 +65,18 @@ def cross_validated_decay(
     weight_decays: Sequence[float] = WEIGHT_DECAY_GRID,
 ) -> float:
     """The decay with the best mean held-out top-1 over the folds that ``fold_of`` (0..k-1) assigns."""
+    scores = cross_validation_scores(features, labels, num_classes, fold_of, weight_decays)
+    return max(scores, key=scores.get)  # the weakest decay of a tie
+
+
+def cross_validation_scores(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    fold_of: torch.Tensor,
+    weight_decays: Sequence[float] = WEIGHT_DECAY_GRID,
+) -> dict[float, float]:
+    """Each decay's mean held-out top-1 over the folds that ``fold_of`` (0..k-1) assigns, weakest decay first."""
     folds = int(fold_of.max()) + 1
     scores = dict.fromkeys(sorted(weight_decays), 0.0)
     for fold in range(folds):
@@ -75,7 +87,7 @@ def cross_validated_decay(
             with torch.no_grad():
                 accuracy = topk_accuracy(previous(features[held_out]), labels[held_out], ks=(1,))["top1"]
             scores[weight_decay] += accuracy / folds
-    return max(scores, key=scores.get)  # the weakest decay of a tie
+    return scores
 
 
 def few_label_probe(
