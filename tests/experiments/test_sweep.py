@@ -204,3 +204,11 @@ def test_stages_run_in_order_and_a_claimed_run_is_left_to_its_sweep(learnable_fa
     assert completed["top1"] == result["top1"] and completed["few_labels"] == result["few_labels"]
     random_init = json.loads((tmp_path / "results" / "random_init" / "seed0.json").read_text())
     assert set(random_init["knn"]) == {"5", "7"}  # run once the claim was let go, with both
+
+    # More draws in the plan: the few-label probe is measured again; the draws it had come out the same.
+    data["draws"] = 3
+    plan.write_text(yaml.safe_dump(data))
+    run_sweep(plan, device="cpu", progress=False)
+    redrawn = json.loads((tmp_path / "results" / "squeeze_span" / "seed0.json").read_text())["few_labels"]["10"]
+    assert len(redrawn["draws"]) == 3
+    assert redrawn["draws"][:2] == pytest.approx(result["few_labels"]["10"]["draws"], abs=0.02)

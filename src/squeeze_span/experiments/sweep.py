@@ -118,8 +118,8 @@ def run_sweep(
     print(f"sweep {path}: {len(jobs)} runs, {len(finished)} finished before, {len(todo)} to run", flush=True)
     runner = Runner(plan, resolve_device(device), progress, command=["squeeze-span", "sweep", str(path)])
     for job in finished:
-        with claimed(plan, job) as mine:
-            completed = runner.complete(job, stored[job.result]) if mine else None
+        with claimed(plan, job) as mine:  # read again inside the claim: another sweep may have completed it
+            completed = runner.complete(job, stored_result(job)) if mine else None
             if completed is not None:
                 write_result(job, completed)
                 print(f"{job.entry.name} seed {job.seed}: added the measurements it lacked", flush=True)
@@ -190,10 +190,14 @@ class Runner:
         return completed
 
     def _missing_protocols(self, result: dict[str, Any]) -> dict[str, list[int]]:
+        """The plan's protocols that ``result`` lacks; a few-label probe over fewer draws than the plan's
+        is measured again (the draws are fixed by their number, so the first ones come out the same)."""
         knn, few = result.get("knn", {}), result.get("few_labels", {})
         return {
             "knn_ks": [k for k in self.plan.knn_ks if str(k) not in knn],
-            "labels_per_class": [n for n in self.plan.labels_per_class if str(n) not in few],
+            "labels_per_class": [
+                n for n in self.plan.labels_per_class if len(few.get(str(n), {}).get("draws", ())) < self.plan.draws
+            ],
         }
 
     def _model_of(self, job: Job) -> tuple[torch.nn.Module, str, str] | None:
