@@ -63,6 +63,8 @@ def main() -> None:
     if not found:
         sys.exit(f"analyse: no results in {RESULTS}; run measure.py first")
     for (steps, variant), rows in sorted(found.items()):
+        if max(len(records) for records in rows.values()) < 2:
+            continue  # no seed spread to measure yet
         print(f"\n## {steps} steps{', ' + variant if variant else ''}\n")
         print("| scoring | " + " | ".join(f"{row} (n)" for row in sorted(rows)) + " | pooled seed std |")
         print("|---" * (len(rows) + 2) + "|")

@@ -6,8 +6,8 @@ The pre-registered primary protocol (results/fashion_mnist/length/FINDINGS.md) i
 five on trained rows. Two suspects: the 5 draws of labelled images (each backbone's score moves with
 the draw in its own way, which pairing by draw cannot cancel), and the weight decay that 5-fold
 cross-validation picks inside 100 images (20 held out a fold: ties are common, and a tie goes to the
-weakest decay). For each finished run of the length plan whose backbone is at hand (its kept
-.safetensors beside the result, else its run folder), this extracts the features once, as the sweep
+weakest decay). For each finished run of the length plan whose backbone is at hand (its run folder, else
+the kept .safetensors beside its result), this extracts the features once, as the sweep
 did, and for draws 0..D-1 records each decay's cross-validation score inside the labelled subset (all
 the protocol chooses by) and, for diagnosis only, each decay's test top-1. No verdict is taken from the
 test-chosen decay. Writes results/ENTRY_seedS.json; analyse.py turns them into RESULTS.md.
@@ -48,7 +48,7 @@ def backbones(plan_path: str, names: list[str]) -> list[tuple[str, int, Path, st
         precision = load_training_config(entry.config, [*plan.overrides, *entry.overrides]).train.precision
         for path in sorted((Path(plan.results_dir) / entry.name).glob("seed*.json")):
             kept, run = path.with_suffix(".safetensors"), Path(plan.runs_dir) / entry.name / path.stem
-            source = kept if kept.is_file() else run
+            source = run if run.exists() else kept  # as the sweep: the run's own weights, else the bf16 file
             if source.exists():
                 found.append((entry.name, json.loads(path.read_text())["seed"], source, precision))
     return found

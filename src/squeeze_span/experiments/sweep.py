@@ -214,7 +214,9 @@ class Runner:
         if kind == "discriminator":
             return self._discriminator_features(job), "gan", "bf16"
         config = self._training_config(job)
-        for source in (job.result.with_suffix(".safetensors"), Path(config.output_dir) / RUN_CHECKPOINT):
+        # The run's own weights first: the kept file is rounded to bf16, which moves a few-label probe's
+        # cross-validated decay often enough to shift a 5-draw mean by half a point.
+        for source in (Path(config.output_dir) / RUN_CHECKPOINT, job.result.with_suffix(".safetensors")):
             if source.is_file():
                 return load_backbone(source), "backbone", config.train.precision
         return None
