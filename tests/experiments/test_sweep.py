@@ -212,3 +212,12 @@ def test_stages_run_in_order_and_a_claimed_run_is_left_to_its_sweep(learnable_fa
     redrawn = json.loads((tmp_path / "results" / "squeeze_span" / "seed0.json").read_text())["few_labels"]["10"]
     assert len(redrawn["draws"]) == 3
     assert redrawn["draws"][:2] == pytest.approx(result["few_labels"]["10"]["draws"], abs=0.02)
+
+    # With its run folder back, a run is rescored from its own weights, not from the bf16 file.
+    from squeeze_span.experiments.sweep import Runner
+
+    (tmp_path / "gone").rename(tmp_path / "runs" / "squeeze_span")
+    job = next(job for job in jobs_of(load_plan(plan)) if (job.entry.name, job.seed) == ("squeeze_span", 0))
+    model, _, _ = Runner(load_plan(plan), torch.device("cpu"), False, command=[])._model_of(job)
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
