@@ -134,7 +134,8 @@ def test_the_length_study_is_judged_per_length_variant_and_protocol(tmp_path):
     def add(name, row, steps, top1s, few10s, variant=""):
         entries.append({"name": name, "kind": "pixels", "row": row, "variant": variant, "tables": {"length": name}})
         for seed, (top1, few10) in enumerate(zip(top1s, few10s)):
-            protocols = {"few_labels": {"10": {"top1": few10}}, "knn": {"20": {"top1": top1 - 1}}}
+            draws = [few10] * (5 if steps == 500 else 25)
+            protocols = {"few_labels": {"10": {"top1": few10, "draws": draws}}, "knn": {"20": {"top1": top1 - 1}}}
             write_result(results, name, seed, top1, {}, **protocols)
             path = results / name / f"seed{seed}.json"
             path.write_text(path.read_text().replace('"steps": 500', f'"steps": {steps}'))
@@ -150,6 +151,7 @@ def test_the_length_study_is_judged_per_length_variant_and_protocol(tmp_path):
     report = (tmp_path / "out" / "REPORT.md").read_text()
 
     assert "Verdicts below are in the primary protocol, **linear, 10/class**." in report
+    assert "A few-label cell is the mean over 5 to 25 (they differ by run) fixed draws" in report
     first, second = report.index("### 500 steps"), report.index("### 2000 steps")
     assert first < second and "### 500 steps, fp32" not in report  # no fp32 baseline: nothing to judge there
     five_hundred = report[first:second]

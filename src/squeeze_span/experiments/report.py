@@ -444,6 +444,14 @@ def render_header(context: ReportContext) -> list[str]:
         lines.append("Every run is on CPU: no GPU was at hand, so none of the rows was trained longer on one.")
     if context.pending:
         lines.append(f"**Not run yet** ({len(context.pending)} of the plan's runs): {', '.join(context.pending)}.")
+    few_labels = [few for result in results for few in result.get("few_labels", {}).values()]
+    draws = sorted({len(few["draws"]) for few in few_labels if "draws" in few})
+    if draws:
+        count = f"{draws[0]}" if len(draws) == 1 else f"{draws[0]} to {draws[-1]} (they differ by run)"
+        lines.append(
+            f"A few-label cell is the mean over {count} fixed draws of labelled train images, the same draws for "
+            "every run."
+        )
     if context.has_findings:
         lines.append(
             f"Where the results depart from the paper, [{FINDINGS}]({FINDINGS}) explains why, "
