@@ -151,7 +151,7 @@ def test_the_length_study_is_judged_per_length_variant_and_protocol(tmp_path):
     report = (tmp_path / "out" / "REPORT.md").read_text()
 
     assert "Verdicts below are in the primary protocol, **linear, 10/class**." in report
-    assert "A few-label cell is the mean over 5 to 25 (they differ by run) fixed draws" in report
+    assert "the same draws for every run (10/class: 5 to 25 (they differ by run))." in report
     first, second = report.index("### 500 steps"), report.index("### 2000 steps")
     assert first < second and "### 500 steps, fp32" not in report  # no fp32 baseline: nothing to judge there
     five_hundred = report[first:second]

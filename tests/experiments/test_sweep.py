@@ -205,13 +205,14 @@ def test_stages_run_in_order_and_a_claimed_run_is_left_to_its_sweep(learnable_fa
     random_init = json.loads((tmp_path / "results" / "random_init" / "seed0.json").read_text())
     assert set(random_init["knn"]) == {"5", "7"}  # run once the claim was let go, with both
 
-    # More draws in the plan: the few-label probe is measured again; the draws it had come out the same.
-    data["draws"] = 3
+    # More draws for the primary protocol: its few-label probe is measured again, the draws it had come out
+    # the same, and another few-label probe keeps the plan's count.
+    data.update(labels_per_class=[10, 4], primary_protocol="linear_10", primary_draws=3)
     plan.write_text(yaml.safe_dump(data))
     run_sweep(plan, device="cpu", progress=False)
-    redrawn = json.loads((tmp_path / "results" / "squeeze_span" / "seed0.json").read_text())["few_labels"]["10"]
-    assert len(redrawn["draws"]) == 3
-    assert redrawn["draws"][:2] == pytest.approx(result["few_labels"]["10"]["draws"], abs=0.02)
+    redrawn = json.loads((tmp_path / "results" / "squeeze_span" / "seed0.json").read_text())["few_labels"]
+    assert len(redrawn["10"]["draws"]) == 3 and len(redrawn["4"]["draws"]) == 2
+    assert redrawn["10"]["draws"][:2] == pytest.approx(result["few_labels"]["10"]["draws"], abs=0.02)
 
     # With its run folder back, a run is rescored from its own weights, not from the bf16 file.
     from squeeze_span.experiments.sweep import Runner

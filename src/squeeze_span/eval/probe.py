@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 import torch
@@ -40,7 +40,7 @@ def probe_backbone(
     split: str = "test",
     knn_ks: Sequence[int] = (),
     labels_per_class: Sequence[int] = (),
-    draws: int = DRAWS,
+    draws: int | Mapping[int, int] = DRAWS,
     linear: bool = True,
     size: int | None = None,
     view: str = "backbone",
@@ -53,7 +53,8 @@ def probe_backbone(
 
     The protocols: the linear probe on every label (``protocol``; ``linear=False`` skips it),
     the weighted kNN for each k in ``knn_ks``, and the linear probe on N labelled images per
-    class for each N in ``labels_per_class``, over ``draws`` fixed draws (``few_label_probe``).
+    class for each N in ``labels_per_class``, over ``draws`` fixed draws (``few_label_probe``; a mapping
+    gives each N its own count).
     All of them share one extraction of the features.
 
     With ``split="validation"`` the probe fits on five sixths of train and scores the held-out
@@ -131,7 +132,7 @@ def score_features(
     fast_linear: bool,
     knn_ks: Sequence[int],
     labels_per_class: Sequence[int],
-    draws: int,
+    draws: int | Mapping[int, int],
     progress: bool,
 ) -> dict:
     """Every protocol that works on extracted (features, labels): the fast linear probe, kNN, few labels."""
@@ -147,6 +148,11 @@ def score_features(
     if labels_per_class:
         fits = tqdm(labels_per_class, desc="few-label probes", unit="N", disable=not progress)
         result["few_labels"] = {
-            str(n): asdict(few_label_probe(train_x, train_y, test_x, test_y, num_classes, n, draws)) for n in fits
+            str(n): asdict(
+                few_label_probe(
+                    train_x, train_y, test_x, test_y, num_classes, n, draws if isinstance(draws, int) else draws[n]
+                )
+            )
+            for n in fits
         }
     return result

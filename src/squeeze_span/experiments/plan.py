@@ -95,6 +95,9 @@ class SweepPlan:
     # The protocol whose verdicts the report states first ("linear", "linear_10", "knn_20", ...):
     # chosen on how far it sets the floors from the ceiling, before looking at the method rows.
     primary_protocol: str = "linear"
+    # Draws for the primary protocol's few-label probe, when it is one: its verdicts are read there, and a
+    # 10-label probe's spread over 5 draws made half its seed noise (studies/few_label_noise). None: draws.
+    primary_draws: Optional[int] = None
     entries: List[PlanEntry] = field(default_factory=list)
 
 
@@ -103,6 +106,8 @@ def load_plan(path: str | os.PathLike[str]) -> SweepPlan:
     plan = load_config(path, [], SweepPlan)
     if any(k < 1 for k in plan.knn_ks):
         raise ConfigError(f"{path}: knn_ks {plan.knn_ks} must be neighbour counts of at least 1")
+    if plan.primary_draws is not None and plan.primary_draws < 1:
+        raise ConfigError(f"{path}: primary_draws {plan.primary_draws} must be at least 1, or left out")
     if any(n < 2 for n in plan.labels_per_class):
         raise ConfigError(f"{path}: labels_per_class {plan.labels_per_class} must be at least 2 (cross-validated)")
     seen: set[str] = set()
@@ -124,6 +129,12 @@ def load_plan(path: str | os.PathLike[str]) -> SweepPlan:
         if entry.seeds is not None and not entry.seeds:
             raise ConfigError(f"{where} ({entry.name}): seeds is empty; remove it for the plan's seeds")
     return plan
+
+
+def draws_for(plan: SweepPlan, labels_per_class: int) -> int:
+    """How many draws of labelled images the few-label probe on ``labels_per_class`` takes."""
+    primary = plan.primary_protocol == f"linear_{labels_per_class}"
+    return plan.primary_draws if primary and plan.primary_draws is not None else plan.draws
 
 
 def seeds_of(plan: SweepPlan, entry: PlanEntry) -> list[int]:

@@ -444,13 +444,20 @@ def render_header(context: ReportContext) -> list[str]:
         lines.append("Every run is on CPU: no GPU was at hand, so none of the rows was trained longer on one.")
     if context.pending:
         lines.append(f"**Not run yet** ({len(context.pending)} of the plan's runs): {', '.join(context.pending)}.")
-    few_labels = [few for result in results for few in result.get("few_labels", {}).values()]
-    draws = sorted({len(few["draws"]) for few in few_labels if "draws" in few})
-    if draws:
-        count = f"{draws[0]}" if len(draws) == 1 else f"{draws[0]} to {draws[-1]} (they differ by run)"
+    draws: dict[int, set[int]] = {}
+    for result in results:
+        for n, few in result.get("few_labels", {}).items():
+            draws.setdefault(int(n), set()).add(len(few.get("draws", ())))
+    counts = [
+        f"{n}/class: {min(c)}" if len(c) == 1 else f"{n}/class: {min(c)} to {max(c)} (they differ by run)"
+        for n, c in sorted(draws.items(), reverse=True)
+        if c != {0}
+    ]
+    if counts:
         lines.append(
-            f"A few-label cell is the mean over {count} fixed draws of labelled train images, the same draws for "
-            "every run."
+            "A few-label cell is the mean over fixed draws of labelled train images, the same draws for every run ("
+            + "; ".join(counts)
+            + ")."
         )
     if context.has_findings:
         lines.append(

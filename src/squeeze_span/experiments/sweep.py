@@ -25,7 +25,16 @@ from typing import Any
 import torch
 
 from squeeze_span.errors import ConfigError, UserError
-from squeeze_span.experiments.plan import PlanEntry, SweepPlan, entry_spec, load_plan, seeds_of, spec_hash, split_of
+from squeeze_span.experiments.plan import (
+    PlanEntry,
+    SweepPlan,
+    draws_for,
+    entry_spec,
+    load_plan,
+    seeds_of,
+    spec_hash,
+    split_of,
+)
 from squeeze_span.fileio import atomic_write
 from squeeze_span.runtime import machine_description, resolve_device
 
@@ -196,7 +205,9 @@ class Runner:
         return {
             "knn_ks": [k for k in self.plan.knn_ks if str(k) not in knn],
             "labels_per_class": [
-                n for n in self.plan.labels_per_class if len(few.get(str(n), {}).get("draws", ())) < self.plan.draws
+                n
+                for n in self.plan.labels_per_class
+                if len(few.get(str(n), {}).get("draws", ())) < draws_for(self.plan, n)
             ],
         }
 
@@ -322,7 +333,10 @@ class Runner:
             linear=linear,
             knn_ks=self.plan.knn_ks if knn_ks is None else knn_ks,
             labels_per_class=self.plan.labels_per_class if labels_per_class is None else labels_per_class,
-            draws=self.plan.draws,
+            draws={
+                n: draws_for(self.plan, n)
+                for n in (self.plan.labels_per_class if labels_per_class is None else labels_per_class)
+            },
         )
         result = {key: probe[key] for key in ("knn", "few_labels") if key in probe}
         if linear:
