@@ -168,3 +168,17 @@ def test_the_length_study_is_judged_per_length_variant_and_protocol(tmp_path):
     assert "![The main rows by training length, in every probe protocol](length.png)" in report
     runs = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
     assert runs[0]["protocols"] == {"linear": 86.0, "linear_10": 70.0, "knn_20": 85.0}
+
+
+def test_the_seed_noise_is_pooled_over_trained_rows_when_there_are_some():
+    from squeeze_span.experiments.report import Row, pooled_stds
+
+    def row(name, steps, top1s):
+        return Row(name, name, [{"top1": top1, "steps": steps} for top1 in top1s])
+
+    untrained = row("random_init", 0, [70.0, 74.0])  # std 2.83: its seed draws its random features
+    trained = {"a": row("a", 500, [80.0, 81.0]), "b": row("b", 500, [85.0, 86.0])}  # std 0.71 each
+    std, how = pooled_stds({"random_init": untrained, **trained}, ["linear"])["linear"]
+    assert std == pytest.approx(0.5**0.5) and how == "pooled over the 2 trained rows with several seeds"
+    std, how = pooled_stds({"random_init": untrained}, ["linear"])["linear"]
+    assert std == pytest.approx(8**0.5) and how == "pooled over the 1 rows with several seeds"

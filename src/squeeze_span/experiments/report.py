@@ -220,14 +220,19 @@ def group_title(steps: int, variant: str) -> str:
 
 
 def pooled_stds(rows: dict[str, Row], protocols: Sequence[str]) -> dict[str, tuple[float, str]]:
-    """Per protocol: the pooled seed std of the rows with several seeds, and how it was found."""
+    """Per protocol: the pooled seed std of the trained rows with several seeds (of every row, where no
+    trained row has two), and how it was found. An untrained backbone's seed draws its random features,
+    a spread unlike a trained one's, so it would misstate the noise of the comparisons between methods."""
     pooled = {}
     for protocol in protocols:
-        samples = [row.values(protocol) for row in rows.values()]
+        samples = [row.values(protocol) for row in rows.values() if row.steps > 0]
+        kind = "trained rows"
+        if pooled_std(samples) is None:
+            samples, kind = [row.values(protocol) for row in rows.values()], "rows"
         std = pooled_std(samples)
         count = sum(len(values) > 1 for values in samples)
         pooled[protocol] = (
-            (std, f"pooled over the {count} rows with several seeds")
+            (std, f"pooled over the {count} {kind} with several seeds")
             if std is not None
             else (DEFAULT_SEED_STD, f"no row has two seeds; assumed {DEFAULT_SEED_STD} (studies/demo_tuning)")
         )
