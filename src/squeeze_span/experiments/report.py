@@ -452,11 +452,11 @@ def render_header(context: ReportContext) -> list[str]:
     draws: dict[int, set[int]] = {}
     for result in results:
         for n, few in result.get("few_labels", {}).items():
-            draws.setdefault(int(n), set()).add(len(few.get("draws", ())))
+            if "draws" in few:
+                draws.setdefault(int(n), set()).add(len(few["draws"]))
     counts = [
         f"{n}/class: {min(c)}" if len(c) == 1 else f"{n}/class: {min(c)} to {max(c)} (they differ by run)"
         for n, c in sorted(draws.items(), reverse=True)
-        if c != {0}
     ]
     if counts:
         lines.append(

@@ -321,6 +321,7 @@ class Runner:
         every label, ``knn`` by k and ``few_labels`` by labels per class."""
         from squeeze_span.eval.probe import probe_backbone
 
+        few_labels = self.plan.labels_per_class if labels_per_class is None else labels_per_class
         probe = probe_backbone(
             backbone,
             self.plan.dataset,
@@ -332,11 +333,8 @@ class Runner:
             progress=self.progress,
             linear=linear,
             knn_ks=self.plan.knn_ks if knn_ks is None else knn_ks,
-            labels_per_class=self.plan.labels_per_class if labels_per_class is None else labels_per_class,
-            draws={
-                n: draws_for(self.plan, n)
-                for n in (self.plan.labels_per_class if labels_per_class is None else labels_per_class)
-            },
+            labels_per_class=few_labels,
+            draws={n: draws_for(self.plan, n) for n in few_labels},
         )
         result = {key: probe[key] for key in ("knn", "few_labels") if key in probe}
         if linear:
