@@ -7,8 +7,10 @@
 # $OUT/length_gpu.tar.gz, laid out as the plan's results_dir (the logs in length_on_gpu_logs/). Unpack it in the repository root and commit:
 #   tar -xzf length_gpu.tar.gz && squeeze-span report results/fashion_mnist/length/runs \
 #       --plan results/fashion_mnist/length/plan.yaml --out results/fashion_mnist/length
-# A run that the time limit cuts off is lost, unless the script is called again while the machine is warm:
-# its run folder then resumes. Each result records the machine it ran on.
+# Once a run of some settings has finished on the machine, the sweeps start no run of those settings that
+# they expect to outlast LIMIT (sweep --time-limit); a run that LIMIT cuts off all the same is lost, unless the
+# script is called again while the machine is warm: its run folder then resumes. Each result records the
+# machine it ran on.
 #
 # Needs what scripts/device_check.sh needs (python3 with a CUDA torch; omegaconf from .device-site), and the
 # Fashion-MNIST files, which the GPU machine lacks: copy them into the ignored data/ and carry both.
@@ -61,6 +63,7 @@ mkdir -p "$logs"
 read -r -a entries <<<"$ONLY"
 for job in $(seq "$JOBS"); do
     timeout "$LIMIT" "$PYTHON" -m squeeze_span.cli sweep "$plan" --only "${entries[@]}" --device "$DEVICE" \
+        --time-limit "$(awk "BEGIN { print $LIMIT / 60 }")" \
         --no-progress >>"$logs/sweep_$job.log" 2>&1 &
     sleep 2  # the sweeps claim their first runs in turn
 done

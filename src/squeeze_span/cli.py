@@ -474,8 +474,13 @@ def add_sample_gan_command(commands: argparse._SubParsersAction) -> None:
 def _sweep(args: argparse.Namespace) -> None:
     from squeeze_span.experiments.sweep import run_sweep
 
-    outcome = run_sweep(args.plan, device=args.device, progress=not args.no_progress, only=args.only)
+    time_limit = None if args.time_limit is None else args.time_limit * 60
+    outcome = run_sweep(
+        args.plan, device=args.device, progress=not args.no_progress, only=args.only, time_limit=time_limit
+    )
     print(f"sweep: {len(outcome.done)} ran, {len(outcome.skipped)} were finished before, {len(outcome.failed)} failed")
+    if outcome.deferred:
+        print(f"sweep: {len(outcome.deferred)} left for lack of time; run the same command again to go on")
     for line in outcome.failed:
         print(f"  failed: {line}", file=sys.stderr)
     if outcome.failed:
@@ -495,10 +500,18 @@ def add_sweep_command(commands: argparse._SubParsersAction) -> None:
         epilog=examples(
             "squeeze-span sweep results/fashion_mnist/plan.yaml",
             "squeeze-span sweep results/fashion_mnist/plan.yaml --only squeeze_span vicreg_real",
+            "squeeze-span sweep results/fashion_mnist/length/plan.yaml --time-limit 170",
         ),
     )
     sweep.add_argument("plan", metavar="PLAN.yaml", help="the plan: its runs, seeds and folders")
     sweep.add_argument("--only", nargs="+", metavar="NAME", help="run only these entries")
+    sweep.add_argument(
+        "--time-limit",
+        type=POSITIVE_FLOAT,
+        metavar="MINUTES",
+        help="start only the runs expected to finish within MINUTES from now (from the pace of finished runs "
+        "with the same settings), leaving the rest for the next sweep: for a session or a cluster job's limit",
+    )
     sweep.add_argument("--device", default="auto", help=DEVICE_HELP)
     sweep.add_argument("--no-progress", action="store_true", help="hide progress bars (the overall lines stay)")
     sweep.set_defaults(handler=_sweep)

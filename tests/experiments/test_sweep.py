@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,61 @@ def test_stages_run_in_order_and_a_claimed_run_is_left_to_its_sweep(learnable_fa
     model, _, _ = Runner(load_plan(plan), torch.device("cpu"), False, command=[])._model_of(job)
     for key, value in trained.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_a_run_is_expected_to_take_its_settings_pace_times_the_steps_it_has_left(
+    learnable_fashion_mnist, tiny_teacher, tmp_path
+):
+    from squeeze_span.experiments.sweep import Runner, jobs_of
+    from squeeze_span.runtime import machine_description
+
+    plan = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher)
+    data = yaml.safe_load(plan.read_text())
+    short, fp32 = dict(data["entries"][0]), dict(data["entries"][0])
+    short.update(name="short", overrides=["train.max_steps=100"], seeds=[0, 1, 2])
+    fp32.update(name="fp32_long", overrides=["train.max_steps=300", "train.precision=bf16"])
+    long = {**short, "name": "long", "overrides": ["train.max_steps=300"]}
+    data["entries"] = [short, long, fp32, data["entries"][2]]
+    plan.write_text(yaml.safe_dump(data))
+    jobs = {(job.entry.name, job.seed): job for job in jobs_of(load_plan(plan))}
+    runner = Runner(load_plan(plan), torch.device("cpu"), False, command=[])
+    assert runner.expected_seconds(jobs["long", 0], list(jobs.values())) is None  # nothing of its settings yet
+
+    here = machine_description(torch.device("cpu"))
+    for seed, seconds, machine in ((0, 150.0, here), (1, 250.0, here), (2, 1.0, "a GPU machine")):
+        result = jobs["short", seed].result  # here: 1.5 and 2.5 s a step, 20 s of probing
+        result.parent.mkdir(parents=True, exist_ok=True)
+        result.write_text(
+            json.dumps({"steps": 100, "seconds": seconds, "probe": {"seconds": 20.0}, "machine": machine})
+        )
+    every = list(jobs.values())
+    assert runner.expected_seconds(jobs["long", 1], every) == pytest.approx(2.0 * 300 + 20)  # not the GPU's pace
+    assert runner.expected_seconds(jobs["fp32_long", 0], every) is None  # another precision, another pace
+    assert runner.expected_seconds(jobs["pixels", 0], every) is None  # nothing to train
+
+    half_done = tmp_path / "runs" / "long" / "seed1"  # a run that stopped at step 120 resumes there
+    half_done.mkdir(parents=True)
+    (half_done / "metrics.jsonl").write_text(json.dumps({"step": 120, "loss": 1.0}) + "\n")
+    assert runner.expected_seconds(jobs["long", 1], every) == pytest.approx(2.0 * 180 + 20)
+
+
+def test_a_sweep_with_a_time_limit_leaves_the_runs_it_cannot_finish(
+    learnable_fashion_mnist, tiny_teacher, tmp_path, capsys
+):
+    plan = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher)
+    run_sweep(plan, device="cpu", progress=False)
+    finished = tmp_path / "results" / "squeeze_span" / "seed0.json"
+    result = json.loads(finished.read_text())
+    finished.write_text(json.dumps({**result, "seconds": 1e5}))  # as if its 4 steps had taken a day
+    (tmp_path / "results" / "squeeze_span" / "seed1.json").unlink()
+    shutil.rmtree(tmp_path / "runs" / "squeeze_span" / "seed1")  # else it resumes at its end: nothing left
+
+    outcome = run_sweep(plan, device="cpu", progress=False, time_limit=3600)
+    assert outcome.deferred == ["squeeze_span seed 1"] and outcome.done == []
+    assert "squeeze_span seed 1: left for a later sweep (it needs about 1667 min, 60 min" in capsys.readouterr().out
+    assert not (tmp_path / "results" / "squeeze_span" / "seed1.json").exists()
+
+    assert main(["sweep", str(plan), "--no-progress", "--time-limit", "600000"]) in (0, None)
+    assert (tmp_path / "results" / "squeeze_span" / "seed1.json").is_file()
+    assert main(["sweep", str(plan), "--time-limit", "0"]) == 2
+    assert "argument --time-limit: 0 is out of range" in capsys.readouterr().err

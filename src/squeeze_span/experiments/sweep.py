@@ -3,7 +3,9 @@
 A finished (entry, seed) leaves ``results_dir/NAME/seedS.json``, written atomically; a
 sweep skips those and resumes an unfinished training run from its checkpoint
 (``resume=auto``), so a sweep of many hours can be stopped at any point and continued in
-a later session. A result made under other settings than the plan's now (its ``spec``) is
+a later session. With a time limit (a session's or a cluster job's), a sweep starts only the
+runs it expects to finish within it, from the pace of the finished runs with the same settings,
+and leaves the others for the next sweep. A result made under other settings than the plan's now (its ``spec``) is
 stale: the sweep refuses to start until it is removed, rather than mix two settings in one
 table. An entry that fails with a user error is reported in one line and the sweep goes on.
 A finished result that lacks a measurement added to the sweep after it ran (the relative
@@ -52,6 +54,7 @@ class SweepOutcome:
     done: list[str] = field(default_factory=list)  # ran now
     skipped: list[str] = field(default_factory=list)  # found finished
     failed: list[str] = field(default_factory=list)  # 'name seed S: the error line'
+    deferred: list[str] = field(default_factory=list)  # not started: expected to outlast the time limit
 
 
 def jobs_of(plan: SweepPlan) -> list[Job]:
@@ -110,11 +113,18 @@ def write_result(job: Job, result: dict) -> None:
 
 
 def run_sweep(
-    path: str | Path, *, device: str = "auto", progress: bool = True, only: list[str] | None = None
+    path: str | Path,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    only: list[str] | None = None,
+    time_limit: float | None = None,
 ) -> SweepOutcome:
-    """Run the plan at ``path`` (only the entries named in ``only``, when given)."""
+    """Run the plan at ``path`` (only the entries named in ``only``, when given); with ``time_limit``
+    (seconds from now), start no run that is expected to end after it."""
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
     plan = load_plan(path)
-    jobs = jobs_of(plan)
+    jobs = every_job = jobs_of(plan)
     if only:
         unknown = sorted(set(only) - {job.entry.name for job in jobs})
         if unknown:
@@ -143,6 +153,17 @@ def run_sweep(
                 outcome.skipped.append(label)
                 print(f"[{index}/{len(todo)}] {label}: taken by another sweep of this plan", flush=True)
                 continue
+            if deadline is not None:
+                left, expected = deadline - time.perf_counter(), runner.expected_seconds(job, every_job)
+                if left <= 0 or (expected is not None and expected > left):
+                    outcome.deferred.append(label)
+                    needs = "" if expected is None else f"it needs about {expected / 60:.0f} min, "
+                    print(
+                        f"[{index}/{len(todo)}] {label}: left for a later sweep ({needs}"
+                        f"{max(left, 0) / 60:.0f} min of the time limit left)",
+                        flush=True,
+                    )
+                    continue
             try:
                 result = runner.run(job)
             except UserError as error:
@@ -197,6 +218,31 @@ class Runner:
             for key in ("knn", "few_labels"):
                 completed[key] = {**result.get(key, {}), **probe.get(key, {})}
         return completed
+
+    def expected_seconds(self, job: Job, jobs: Sequence[Job]) -> float | None:
+        """About how long ``job`` takes from where its run folder stands: the training pace per step of the
+        finished runs with its settings (any seed, any length) on this kind of machine, times the steps it has
+        left, plus their mean probe time. None for a kind that does not train, or before any run of its
+        settings has finished here."""
+        if job.entry.kind != "train":
+            return None
+        key, machine = pace_key(job.spec), machine_description(self.device)
+        finished = [
+            result
+            for other in jobs
+            if other.result.is_file() and pace_key(other.spec) == key
+            for result in [json.loads(other.result.read_text())]
+            if result.get("steps") and result.get("machine") == machine
+        ]
+        if not finished:
+            return None
+        config = self._training_config(job)
+        run_dir = Path(config.output_dir)
+        done = last_metrics(run_dir)["step"] if (run_dir / "metrics.jsonl").is_file() else 0
+        steps = config.train.max_steps or finished[0]["steps"]  # the same settings train as many steps
+        pace = sum(result["seconds"] / result["steps"] for result in finished) / len(finished)
+        probe = sum(result.get("probe", {}).get("seconds", 0.0) for result in finished) / len(finished)
+        return pace * max(steps - done, 0) + probe
 
     def _missing_protocols(self, result: dict[str, Any]) -> dict[str, list[int]]:
         """The plan's protocols that ``result`` lacks; a few-label probe over fewer draws than the plan's
@@ -383,6 +429,14 @@ class Runner:
             "teacher": teacher,
             "images": count,
         }
+
+
+def pace_key(spec: dict) -> str:
+    """What sets a training run's pace per step: its spec without its name, seed and number of steps."""
+    same = {key: value for key, value in spec.items() if key not in ("name", "seed")}
+    for key in ("overrides", "plan_overrides"):
+        same[key] = [item for item in spec.get(key, ()) if not item.startswith("train.max_steps=")]
+    return json.dumps(same, sort_keys=True)
 
 
 def last_metrics(run_dir: Path) -> dict[str, Any]:
