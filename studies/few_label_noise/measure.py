@@ -24,7 +24,7 @@ import torch
 
 from squeeze_span.errors import UserError
 from squeeze_span.eval.features import extract_features
-from squeeze_span.eval.few_labels import FOLDS, cross_validation_scores, draw_labelled
+from squeeze_span.eval.few_labels import cross_validation_scores, draw_labelled, folds_of
 from squeeze_span.eval.linear import WEIGHT_DECAY_GRID, fit_logistic_regression, standardize
 from squeeze_span.eval.metrics import topk_accuracy
 from squeeze_span.eval.probe import evaluation_sets, view_settings
@@ -67,8 +67,7 @@ def measure(source: Path, precision: str, draws: int) -> dict:
     for draw in range(draws):
         chosen = draw_labelled(train_y, LABELS_PER_CLASS, draw)
         x, y = train_x[chosen], train_y[chosen]
-        fold_of = (torch.arange(len(chosen)) // classes) % FOLDS
-        cross_validation = cross_validation_scores(x, y, classes, fold_of)
+        cross_validation = cross_validation_scores(x, y, classes, folds_of(len(chosen), LABELS_PER_CLASS))
         test = {}
         for decay in WEIGHT_DECAY_GRID:  # cold fits, as the protocol refits its chosen decay
             classifier = fit_logistic_regression(x, y, classes, decay)

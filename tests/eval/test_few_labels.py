@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from squeeze_span.errors import ConfigError
-from squeeze_span.eval.few_labels import draw_labelled, few_label_probe
+from squeeze_span.eval.few_labels import draw_labelled, few_label_probe, folds_of
 
 
 def two_gaussians(count: int, seed: int, dims: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,10 +25,12 @@ def test_the_draws_are_stratified_and_the_same_for_any_backbone():
     assert len(first) == 100 and len(set(first.tolist())) == 100
     assert torch.bincount(labels[first], minlength=10).tolist() == [10] * 10
     assert (labels[first] >= 0).all()
-    # picked pick by pick: the pick number (position // classes) modulo 5 gives stratified folds
-    pick = torch.arange(100) // 10
+    # picked pick by pick, so that folds_of gives stratified folds: 2 images of every class in each of 5
+    fold_of = folds_of(len(first), labels_per_class=10)
     for fold in range(5):
-        assert torch.bincount(labels[first[pick % 5 == fold]], minlength=10).tolist() == [2] * 10
+        assert torch.bincount(labels[first[fold_of == fold]], minlength=10).tolist() == [2] * 10
+    three = draw_labelled(labels, 3, draw=0)  # fewer picks than folds: one fold a pick
+    assert torch.bincount(labels[three[folds_of(len(three), 3) == 2]], minlength=10).tolist() == [1] * 10
 
 
 def test_few_labels_reach_the_bayes_rate_of_two_gaussians():

@@ -57,6 +57,13 @@ def draw_labelled(labels: torch.Tensor, labels_per_class: int, draw: int) -> tor
     return torch.stack(picks, dim=1).reshape(-1)
 
 
+def folds_of(count: int, labels_per_class: int, folds: int = FOLDS, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The cross-validation fold (0..k-1, k = min(folds, labels_per_class)) of each of the ``count`` images that
+    draw_labelled picked, in its order: stratified, each fold holding the same picks of every class."""
+    pick = torch.arange(count, device=device) // (count // labels_per_class)
+    return pick % min(folds, labels_per_class)
+
+
 def cross_validated_decay(
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -112,8 +119,7 @@ def few_label_probe(
     for draw in range(draws):
         chosen = draw_labelled(train_labels, labels_per_class, draw).to(train_x.device)
         x, y = train_x[chosen], train_labels[chosen]
-        pick = torch.arange(len(chosen), device=y.device) // (len(chosen) // labels_per_class)
-        decay = cross_validated_decay(x, y, num_classes, pick % min(folds, labels_per_class))
+        decay = cross_validated_decay(x, y, num_classes, folds_of(len(chosen), labels_per_class, folds, y.device))
         classifier = fit_logistic_regression(x, y, num_classes, decay)
         with torch.no_grad():
             scores.append(topk_accuracy(classifier(test_x), test_labels, ks=(1,))["top1"])
