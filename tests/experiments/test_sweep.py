@@ -255,9 +255,11 @@ def test_a_run_is_expected_to_take_its_settings_pace_times_the_steps_it_has_left
     assert runner.expected_seconds(jobs["fp32_long", 0], every) is None  # another precision, another pace
     assert runner.expected_seconds(jobs["pixels", 0], every) is None  # nothing to train
 
-    half_done = tmp_path / "runs" / "long" / "seed1"  # a run that stopped at step 120 resumes there
+    half_done = tmp_path / "runs" / "long" / "seed1"
     half_done.mkdir(parents=True)
-    (half_done / "metrics.jsonl").write_text(json.dumps({"step": 120, "loss": 1.0}) + "\n")
+    (half_done / "metrics.jsonl").write_text("")  # stopped before its first log: all its steps are left
+    assert runner.expected_seconds(jobs["long", 1], every) == pytest.approx(2.0 * 300 + 20)
+    (half_done / "metrics.jsonl").write_text(json.dumps({"step": 120, "loss": 1.0}) + "\n")  # resumes near 120
     assert runner.expected_seconds(jobs["long", 1], every) == pytest.approx(2.0 * 180 + 20)
 
 

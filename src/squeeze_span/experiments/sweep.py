@@ -238,7 +238,7 @@ class Runner:
             return None
         config = self._training_config(job)
         run_dir = Path(config.output_dir)
-        done = last_metrics(run_dir)["step"] if (run_dir / "metrics.jsonl").is_file() else 0
+        done = logged_step(run_dir)
         steps = config.train.max_steps or finished[0]["steps"]  # the same settings train as many steps
         pace = sum(result["seconds"] / result["steps"] for result in finished) / len(finished)
         probe = sum(result.get("probe", {}).get("seconds", 0.0) for result in finished) / len(finished)
@@ -437,6 +437,14 @@ def pace_key(spec: dict) -> str:
     for key in ("overrides", "plan_overrides"):
         same[key] = [item for item in spec.get(key, ()) if not item.startswith("train.max_steps=")]
     return json.dumps(same, sort_keys=True)
+
+
+def logged_step(run_dir: Path) -> int:
+    """The last step a run folder logged; 0 for none yet (a run stopped before its first log resumes from 0)."""
+    try:
+        return int(last_metrics(run_dir)["step"])
+    except (OSError, ConfigError):
+        return 0
 
 
 def last_metrics(run_dir: Path) -> dict[str, Any]:
