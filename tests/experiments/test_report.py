@@ -4,7 +4,13 @@ import pytest
 
 from squeeze_span.cli import main
 from squeeze_span.errors import ConfigError
-from squeeze_span.experiments.comparison import compare_samples, pooled_std, welch_degrees_of_freedom
+from squeeze_span.experiments.comparison import (
+    compare_samples,
+    family_verdict,
+    holm_adjusted,
+    pooled_std,
+    welch_degrees_of_freedom,
+)
 from squeeze_span.experiments.report import build_report
 
 
@@ -43,6 +49,15 @@ def test_a_one_seed_side_takes_the_pooled_std_and_twice_the_standard_error():
     verdict = compare_samples([86, 87, 88], [85.5], fallback_std=0.5)
     assert verdict["test"] == "2 SE, pooled seed std" and verdict["p"] is None
     assert verdict["margin"] == pytest.approx(1.5275, abs=1e-4) and verdict["verdict"] == "within noise"
+
+
+def test_holm_multiplies_the_ith_smallest_p_by_m_minus_i_plus_one_and_keeps_the_order():
+    # sorted 0.005, 0.01, 0.03, 0.04: times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.06 for the last
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjusted([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm_adjusted([0.02]) == pytest.approx([0.02])  # a family of one is its own test
+    assert family_verdict(+0.5, 0.049) == "holds" and family_verdict(-0.5, 0.049) == "does not hold"
+    assert family_verdict(+0.5, 0.05) == "within noise"
 
 
 def test_the_pooled_std_averages_the_variances_of_rows_with_seeds():
@@ -145,6 +160,8 @@ def test_the_length_study_is_judged_per_length_variant_and_protocol(tmp_path):
     add("squeeze_2000", "squeeze", 2000, [88.0, 88.1, 87.9], [74.0, 74.5, 73.5])
     add("vicreg_syn_2000", "vicreg_syn", 2000, [87.0, 87.1, 86.9], [76.0, 76.5, 75.5])
     add("fp32_squeeze_500", "squeeze", 500, [85.0, 85.1, 84.9], [60.0, 60.5, 59.5], variant="fp32")
+    add("squeeze_span_2000", "squeeze_span", 2000, [87.0, 87.1, 86.9], [75.3, 75.8, 74.8])
+    add("vicreg_real_2000", "vicreg_real", 2000, [87.0, 87.1, 86.9], [74.0, 74.5, 73.5])
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump({"entries": entries, "primary_protocol": "linear_10"}))
     summary = build_report(results, tmp_path / "out", plan)
@@ -157,9 +174,17 @@ def test_the_length_study_is_judged_per_length_variant_and_protocol(tmp_path):
     five_hundred = report[first:second]
     # 10 labels a class: 70.0 vs 66.0 (stds 0.5) holds; the full linear probe: 86.0 vs 86.0, within noise
     assert "1. squeeze > VICReg-syn and SimSiam-syn (same generated images): **holds**" in five_hundred
+    # claim 1 alone is measured at 500 steps: a family of one, no correction to report
+    assert "Holm" not in five_hundred.split("| claim |")[0]
     assert "squeeze 70.00 ± 0.50 (n=3) vs vicreg_syn 66.00 ± 0.50 (n=3): +4.00" in five_hundred
     assert "| 1 | squeeze − vicreg_syn | +0.00 ±0.42 ~ | +4.00 ±1.13 ✓ | +0.00 ±0.42 ~ |" in five_hundred
     assert "1. squeeze > VICReg-syn and SimSiam-syn (same generated images): **does not hold**" in report[second:]
+    # At 2000 steps claims 1 and 3 are a family of two in each protocol. Claim 3: +1.30, SE 0.408, df 4:
+    # t 3.18, p 0.0334 alone (holds); claim 1's p (-2.0 / 0.408: 0.008) is the smaller, so Holm takes
+    # claim 3's p once: 0.0334 stays, the family's verdict too. Claim 1: 2 x 0.008 = 0.016, still fails.
+    assert "3. squeeze and span > VICReg-real: **holds**; at the family's 95% (Holm): holds" in report[second:]
+    assert "p=0.033, Holm p=0.033" in report[second:] and "p=0.008, Holm p=0.016" in report[second:]
+    assert "**does not hold**; at the family's 95% (Holm): does not hold" in report[second:]
     # the fp32 row has no fp32 baseline: nothing of claim 1 is measured in its group
     assert "fp32" not in "".join(claim["variant"] for claim in summary["claims"] if claim.get("comparisons"))
     assert summary["primary"] == "linear_10"

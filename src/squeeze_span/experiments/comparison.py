@@ -6,6 +6,11 @@ t(0.975, df) * SE, with SE = sqrt(s_a^2 / n_a + s_b^2 / n_b); it does not hold w
 minus that margin, and is within noise otherwise. Three seeds a side give about 4 degrees of
 freedom, so the margin is about 2.8 standard errors: a verdict needs a real gap, not a lucky seed.
 
+Several claims judged at once (the paper's three at one training length) are a family: by luck
+alone one of three tests passes at 95% one time in seven. :func:`holm_adjusted` gives each
+comparison the p-value of Holm's step-down correction, so that "holds at the family's 95%" means
+that no claim of the family passes by that luck more than one time in twenty.
+
 A side with one seed has no std of its own: it takes the pooled seed std of the rows that have
 several, and the margin is then twice the standard error (the normal approximation), as a pooled
 std is known better than one row's.
@@ -18,7 +23,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-CONFIDENCE = 0.95
+SIGNIFICANCE = 0.05
+CONFIDENCE = 1 - SIGNIFICANCE
 WELCH = "Welch's t, 95%"
 POOLED = "2 SE, pooled seed std"
 
@@ -78,6 +84,25 @@ def compare_samples(
         "test": test,
         "verdict": verdict,
     }
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of m p-values: the i-th smallest becomes max over j <= i of
+    min(1, (m - j + 1) * p_(j)), in the order given. Rejecting where the adjusted value is below
+    alpha keeps the family-wise error rate at alpha, with no assumption on how the tests depend."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def family_verdict(difference: float, adjusted_p: float) -> str:
+    """The verdict at the family's 95%: the sign of the difference where its adjusted p is below 5%."""
+    if adjusted_p >= SIGNIFICANCE:
+        return "within noise"
+    return "holds" if difference > 0 else "does not hold"
 
 
 def combine(verdicts: Sequence[str]) -> str:

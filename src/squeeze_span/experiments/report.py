@@ -15,7 +15,8 @@ It reads every result a sweep wrote (``RESULTS_DIR/NAME/seedS.json``) and writes
 The claims are judged for each group of comparable rows (one training length and variant; the
 untrained rows join every group) and each probe protocol the rows measured, by
 :func:`squeeze_span.experiments.comparison.compare_samples` (Welch's t-test at 95% with several
-seeds a side).
+seeds a side); the claims of one group and protocol are also judged as a family, with Holm's
+correction (:func:`squeeze_span.experiments.comparison.holm_adjusted`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ from typing import Any
 
 from squeeze_span.errors import ConfigError
 from squeeze_span.experiments import paper
-from squeeze_span.experiments.comparison import combine, compare_samples, mean_and_spread, pooled_std
+from squeeze_span.experiments.comparison import (
+    combine,
+    compare_samples,
+    family_verdict,
+    holm_adjusted,
+    mean_and_spread,
+    pooled_std,
+)
 from squeeze_span.fileio import atomic_write
 
 TABLE_TITLES = {
@@ -276,8 +284,26 @@ def judge_all(rows: dict[str, Row], protocols: Sequence[str]) -> list[dict[str, 
                 if verdict["verdict"] != "not measured" or protocol == LINEAR:
                     judged.append({"number": number, "steps": steps, "variant": variant, **verdict})
         if any(verdict["verdict"] != "not measured" for verdict in judged):
+            for protocol in protocols:
+                judge_family([verdict for verdict in judged if verdict["protocol"] == protocol])
             verdicts += judged
     return verdicts
+
+
+def judge_family(claims: Sequence[dict]) -> None:
+    """Add to each comparison of ``claims`` (one group, one protocol) with a Welch p-value its Holm-adjusted
+    p (``p_family``) and verdict (``verdict_family``), and to each claim its verdict at the family's 95%."""
+    family = [
+        comparison for claim in claims for comparison in claim.get("comparisons", ()) if comparison["p"] is not None
+    ]
+    if len(family) < 2:
+        return
+    for comparison, adjusted in zip(family, holm_adjusted([comparison["p"] for comparison in family]), strict=True):
+        comparison.update(p_family=adjusted, verdict_family=family_verdict(comparison["difference"], adjusted))
+    for claim in claims:
+        members = [comparison for comparison in claim.get("comparisons", ()) if "verdict_family" in comparison]
+        if members and len(members) == len(claim["comparisons"]):
+            claim["verdict_family"] = combine([comparison["verdict_family"] for comparison in members])
 
 
 def build_report(results_dir: str | Path, out: str | Path, plan: str | Path | None = None) -> dict[str, Any]:
@@ -482,7 +508,9 @@ def render_claims(context: ReportContext) -> list[str]:
         + ".",
         "A claim holds when the difference exceeds its margin: Welch's t-test at 95% where both rows "
         "have several seeds, twice the standard error with the pooled std where one has a single seed "
-        "(`squeeze_span.experiments.comparison`).",
+        "(`squeeze_span.experiments.comparison`). The Welch comparisons judged together at one length "
+        "and protocol are a family: each also carries its Holm-adjusted p, and a claim made of them the "
+        "verdict at the family's 95%, which no claim of the family passes by luck more than one time in twenty.",
         "",
     ]
     if len(context.protocols) > 1:
@@ -509,7 +537,8 @@ def render_group(claims: Sequence[dict], primary: str) -> list[str]:
         if claim["verdict"] == "not measured":
             unmeasured.append(str(claim["number"]))
             continue
-        lines.append(f"{claim['number']}. {claim['claim']}: **{claim['verdict']}**")
+        family = f"; at the family's 95% (Holm): {claim['verdict_family']}" if "verdict_family" in claim else ""
+        lines.append(f"{claim['number']}. {claim['claim']}: **{claim['verdict']}**{family}")
         lines += [f"   - {describe_comparison(comparison)}" for comparison in claim["comparisons"]]
         if claim.get("missing"):
             lines.append(f"   - also not run: {', '.join(claim['missing'])}")
@@ -524,6 +553,8 @@ def describe_comparison(comparison: dict) -> str:
         return f"{name} {mean:.2f}{spread} (n={n})"
 
     p = "" if comparison["p"] is None else f", p={comparison['p']:.3f}"
+    if "p_family" in comparison:
+        p += f", Holm p={comparison['p_family']:.3f}"
     return (
         f"{side(comparison['a'], comparison['a_mean'], comparison['a_std'], comparison['a_n'])} vs "
         f"{side(comparison['b'], comparison['b_mean'], comparison['b_std'], comparison['b_n'])}: "
