@@ -228,6 +228,7 @@ def test_stages_run_in_order_and_a_claimed_run_is_left_to_its_sweep(learnable_fa
 def test_a_run_is_expected_to_take_its_settings_pace_times_the_steps_it_has_left(
     learnable_fashion_mnist, tiny_teacher, tmp_path
 ):
+    from squeeze_span.experiments.plan import spec_hash
     from squeeze_span.experiments.sweep import Runner, jobs_of
     from squeeze_span.runtime import machine_description
 
@@ -247,13 +248,19 @@ def test_a_run_is_expected_to_take_its_settings_pace_times_the_steps_it_has_left
     for seed, seconds, machine in ((0, 150.0, here), (1, 250.0, here), (2, 1.0, "a GPU machine")):
         result = jobs["short", seed].result  # here: 1.5 and 2.5 s a step, 20 s of probing
         result.parent.mkdir(parents=True, exist_ok=True)
-        result.write_text(
-            json.dumps({"steps": 100, "seconds": seconds, "probe": {"seconds": 20.0}, "machine": machine})
-        )
+        record = {"steps": 100, "seconds": seconds, "probe": {"seconds": 20.0}, "machine": machine}
+        result.write_text(json.dumps({**record, "spec_hash": spec_hash(jobs["short", seed].spec)}))
     every = list(jobs.values())
     assert runner.expected_seconds(jobs["long", 1], every) == pytest.approx(2.0 * 300 + 20)  # not the GPU's pace
     assert runner.expected_seconds(jobs["fp32_long", 0], every) is None  # another precision, another pace
     assert runner.expected_seconds(jobs["pixels", 0], every) is None  # nothing to train
+    stale = jobs["short", 1].result  # made under other settings, or unreadable: it sets no pace
+    kept = stale.read_text()
+    stale.write_text(json.dumps({**json.loads(kept), "spec_hash": "another"}))
+    assert runner.expected_seconds(jobs["long", 1], every) == pytest.approx(1.5 * 300 + 20)
+    stale.write_text("{not json")
+    assert runner.expected_seconds(jobs["long", 1], every) == pytest.approx(1.5 * 300 + 20)
+    stale.write_text(kept)
 
     half_done = tmp_path / "runs" / "long" / "seed1"
     half_done.mkdir(parents=True)

@@ -227,13 +227,14 @@ class Runner:
         if job.entry.kind != "train":
             return None
         key, machine = pace_key(job.spec), machine_description(self.device)
-        finished = [
-            result
-            for other in jobs
-            if other.result.is_file() and pace_key(other.spec) == key
-            for result in [json.loads(other.result.read_text())]
-            if result.get("steps") and result.get("machine") == machine
-        ]
+        finished = []
+        for other in jobs:
+            try:  # read as the sweep reads results: a stale or unreadable one sets no pace
+                result = stored_result(other) if pace_key(other.spec) == key else None
+            except ConfigError:
+                result = None
+            if result and result.get("steps") and result.get("machine") == machine:
+                finished.append(result)
         if not finished:
             return None
         config = self._training_config(job)
