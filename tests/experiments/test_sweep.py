@@ -237,7 +237,7 @@ def test_a_run_is_expected_to_take_its_settings_pace_times_the_steps_it_has_left
     short, fp32 = dict(data["entries"][0]), dict(data["entries"][0])
     short.update(name="short", overrides=["train.max_steps=100"], seeds=[0, 1, 2])
     fp32.update(name="fp32_long", overrides=["train.max_steps=300", "train.precision=bf16"])
-    long = {**short, "name": "long", "overrides": ["train.max_steps=300"]}
+    long = {**short, "name": "long", "overrides": ["train.max_steps=300", "train.checkpoint_every=100"]}
     data["entries"] = [short, long, fp32, data["entries"][2]]
     plan.write_text(yaml.safe_dump(data))
     jobs = {(job.entry.name, job.seed): job for job in jobs_of(load_plan(plan))}
@@ -283,7 +283,9 @@ def test_a_sweep_with_a_time_limit_leaves_the_runs_it_cannot_finish(
 
     outcome = run_sweep(plan, device="cpu", progress=False, time_limit=3600)
     assert outcome.deferred == ["squeeze_span seed 1"] and outcome.done == []
-    assert "squeeze_span seed 1: left for a later sweep (it needs about 1667 min, 60 min" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "[1/1] squeeze_span seed 1 (train); about 1667 min of runs left in the plan" in printed
+    assert "squeeze_span seed 1: left for a later sweep (it needs about 1667 min, 60 min" in printed
     assert not (tmp_path / "results" / "squeeze_span" / "seed1.json").exists()
 
     assert main(["sweep", str(plan), "--no-progress", "--time-limit", "600000"]) in (0, None)

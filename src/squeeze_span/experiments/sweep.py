@@ -145,8 +145,8 @@ def run_sweep(
     spent: list[float] = []
     for index, job in enumerate(todo, 1):
         label = f"{job.entry.name} seed {job.seed}"
-        eta = f"; about {sum(spent) / len(spent) * (len(todo) - index + 1) / 60:.0f} min left" if spent else ""
-        print(f"[{index}/{len(todo)}] {label} ({job.entry.kind}){eta}", flush=True)
+        left = runner.time_left(todo[index - 1 :], every_job, spent)
+        print(f"[{index}/{len(todo)}] {label} ({job.entry.kind}){left}", flush=True)
         started = time.perf_counter()
         with claimed(plan, job) as mine:
             if not mine or job.result.is_file():
@@ -218,6 +218,17 @@ class Runner:
             for key in ("knn", "few_labels"):
                 completed[key] = {**result.get(key, {}), **probe.get(key, {})}
         return completed
+
+    def time_left(self, todo: Sequence[Job], jobs: Sequence[Job], spent: Sequence[float]) -> str:
+        """'; about N min of runs left in the plan': the runs of ``todo`` with no result yet, each at its
+        expected time, or at this sweep's mean time a run where it has none; one core's time, which
+        sweeps sharing the plan divide between them. Empty while some run has neither."""
+        expected = [self.expected_seconds(job, jobs) for job in todo if not job.result.is_file()]
+        mean = sum(spent) / len(spent) if spent else None
+        if mean is None and None in expected:
+            return ""
+        seconds = sum(mean if each is None else each for each in expected)
+        return f"; about {seconds / 60:.0f} min of runs left in the plan"
 
     def expected_seconds(self, job: Job, jobs: Sequence[Job]) -> float | None:
         """About how long ``job`` takes from where its run folder stands: the training pace per step of the
@@ -432,11 +443,15 @@ class Runner:
         }
 
 
+PACE_FREE_OVERRIDES = ("train.max_steps=", "train.checkpoint_every=")
+
+
 def pace_key(spec: dict) -> str:
-    """What sets a training run's pace per step: its spec without its name, seed and number of steps."""
+    """What sets a training run's pace per step: its spec without its name, seed, number of steps and
+    checkpoint cadence (a checkpoint costs about a second, against minutes between them)."""
     same = {key: value for key, value in spec.items() if key not in ("name", "seed")}
     for key in ("overrides", "plan_overrides"):
-        same[key] = [item for item in spec.get(key, ()) if not item.startswith("train.max_steps=")]
+        same[key] = [item for item in spec.get(key, ()) if not item.startswith(PACE_FREE_OVERRIDES)]
     return json.dumps(same, sort_keys=True)
 
 
