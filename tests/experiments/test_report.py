@@ -207,3 +207,28 @@ def test_the_seed_noise_is_pooled_over_trained_rows_when_there_are_some():
     assert std == pytest.approx(0.5**0.5) and how == "pooled over the 2 trained rows with several seeds"
     std, how = pooled_stds({"random_init": untrained}, ["linear"])["linear"]
     assert std == pytest.approx(8**0.5) and how == "pooled over the 1 rows with several seeds"
+
+
+def test_the_length_figure_sets_a_variants_points_beside_the_default_lines():
+    from squeeze_span.experiments.report import length_curves
+
+    def claim(number, steps, variant, difference, protocol="linear_10"):
+        comparison = {"a": "squeeze", "b": "vicreg_syn", "difference": difference, "standard_error": 0.2}
+        return {"number": number, "steps": steps, "variant": variant, "protocol": protocol, "comparisons": [comparison]}
+
+    claims = [
+        claim(1, 2000, "", 0.8),
+        claim(1, 500, "fp32", 0.8),
+        claim(1, 500, "", 1.3),
+        claim(1, 0, "", 9.0),  # untrained rows have no length
+        claim(3, 500, "", 0.9),  # one length only: no curve to draw
+        claim(3, 500, "fp32", 0.1),
+        claim(3, 2000, "fp32", 0.0),  # two lengths, but only in the variant: not drawn either
+    ]
+    curves = length_curves(claims, ["linear_10"])
+    assert list(curves) == ["claim 1: squeeze − vicreg_syn"]
+    lines = curves["claim 1: squeeze − vicreg_syn"]
+    assert list(lines) == [("linear, 10/class", ""), ("linear, 10/class", "fp32")]  # the default first
+    assert sorted(lines["linear, 10/class", ""]) == [(500, 1.3, 0.2), (2000, 0.8, 0.2)]
+    assert lines["linear, 10/class", "fp32"] == [(500, 0.8, 0.2)]
+    assert length_curves(claims, ["knn_20"]) == {}  # a protocol the report does not show

@@ -197,12 +197,13 @@ def bars_with_errors(
 
 
 def differences_against_length(
-    curves: dict[str, dict[str, Sequence[tuple[float, float, float]]]], path: str | os.PathLike[str]
+    curves: dict[str, dict[tuple[str, str], Sequence[tuple[float, float, float]]]], path: str | os.PathLike[str]
 ) -> Path:
     """One panel per comparison: its difference (method minus baseline) against training steps,
-    one line per probe protocol, with the difference's standard error as error bars.
+    one line per probe protocol, with the difference's standard error as error bars; a variant's
+    line ("fp32") dashed with open markers, in its protocol's colour.
 
-    ``curves`` maps a panel's title to {protocol label: [(steps, difference, standard error)]}.
+    ``curves`` maps a panel's title to {(protocol label, variant or ""): [(steps, difference, standard error)]}.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -212,12 +213,18 @@ def differences_against_length(
     figure = Figure(figsize=(4.2 * len(curves), 3.6), layout="constrained")
     FigureCanvasAgg(figure)
     panels = figure.subplots(1, len(curves), squeeze=False, sharey=True)[0]
+    protocols = list(dict.fromkeys(label for lines in curves.values() for label, _ in lines))
+    colours = {label: f"C{index}" for index, label in enumerate(protocols)}
     for axes, (title, lines) in zip(panels, curves.items()):
-        for index, (label, points) in enumerate(lines.items()):
+        for index, ((label, variant), points) in enumerate(lines.items()):
             steps, differences, errors = zip(*sorted(points))
-            # Protocols side by side at each length, so that their error bars do not hide each other.
+            # Lines side by side at each length, so that their error bars do not hide each other.
             shifted = [step * 1.04 ** (index - (len(lines) - 1) / 2) for step in steps]
-            axes.errorbar(shifted, differences, yerr=errors, marker="o", capsize=2, label=label)
+            style = {"linestyle": "--", "markerfacecolor": "white"} if variant else {}
+            name = f"{label} ({variant})" if variant else label
+            axes.errorbar(
+                shifted, differences, yerr=errors, marker="o", capsize=2, color=colours[label], label=name, **style
+            )
         axes.axhline(0.0, color="gray", linewidth=0.8)
         axes.set_xscale("log")
         all_steps = sorted({point[0] for points in lines.values() for point in points})
@@ -226,7 +233,7 @@ def differences_against_length(
         axes.set_xlabel("training steps (log scale)")
         axes.set_title(title, fontsize=9)
     panels[0].set_ylabel("difference in top-1 (points, ± SE)")
-    panels[-1].legend(fontsize=7)
+    panels[-1].legend(fontsize=6)
     return _save_figure(figure, path)
 
 

@@ -426,21 +426,30 @@ def draw_figures(
 FIGURE4_BASELINES = (("vicreg_real", "VICReg, real"), ("vicreg_mix", "VICReg, mix"))
 
 
-def length_curves(claims: Sequence[dict], protocols: Sequence[str]) -> dict[str, dict[str, list]]:
-    """For each comparison measured at two lengths or more (default variant): per protocol, the
-    (steps, difference, standard error) points; {} when no comparison was."""
-    curves: dict[str, dict[str, list]] = {}
+def length_curves(claims: Sequence[dict], protocols: Sequence[str]) -> dict[str, dict[tuple[str, str], list]]:
+    """For each comparison measured at two lengths or more in the default variant: per (protocol,
+    variant), the (steps, difference, standard error) points, the other variants' ("fp32") beside the
+    default's; {} when no comparison was."""
+    curves: dict[str, dict[tuple[str, str], list]] = {}
     for claim in claims:
-        if claim["variant"] or claim["steps"] == 0:
+        if claim["steps"] == 0:
             continue
         for comparison in claim.get("comparisons", []):
             title = f"claim {claim['number']}: {comparison['a']} − {comparison['b']}"
             point = (claim["steps"], comparison["difference"], comparison["standard_error"])
-            curves.setdefault(title, {}).setdefault(protocol_label(claim["protocol"]), []).append(point)
+            line = (protocol_label(claim["protocol"]), claim["variant"])
+            curves.setdefault(title, {}).setdefault(line, []).append(point)
+    labels = {protocol_label(p) for p in protocols}
+
+    def drawn(lines: dict[tuple[str, str], list]) -> bool:
+        lengths = max((len(points) for (_, variant), points in lines.items() if not variant), default=0)
+        return lengths > 1 and {label for label, _ in lines} <= labels
+
+    # the default variant's lines first, so that the colours follow the protocols' order
     return {
-        title: lines
+        title: dict(sorted(lines.items(), key=lambda item: item[0][1] != ""))
         for title, lines in curves.items()
-        if max(len(points) for points in lines.values()) > 1 and set(lines) <= {protocol_label(p) for p in protocols}
+        if drawn(lines)
     }
 
 
