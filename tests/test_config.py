@@ -189,9 +189,14 @@ def test_a_bad_value_on_the_command_line_is_one_line_and_status_2(command, overr
 # ------------------------------------------------------------------ files that are not what they seem
 
 
+# Seconds a refusal may take: it takes milliseconds, but a shared CI core can stall a test for a
+# second; expanding any of the bombs below would take minutes and gigabytes.
+QUICK = 10.0
+
+
 def refused_quickly(path: Path, schema: type = TrainingConfig, names_file: bool = True) -> str:
     """The one line ``load_config`` refuses ``path`` with (naming it, unless a key's value is at fault);
-    it must take well under a second and little memory."""
+    it must take little time and little memory."""
     variants = {"method": method_configs()} if schema is TrainingConfig else None
     tracemalloc.start()
     started = time.perf_counter()
@@ -201,7 +206,7 @@ def refused_quickly(path: Path, schema: type = TrainingConfig, names_file: bool 
     finally:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < QUICK
     assert peak < 64 * 2**20
     message = str(caught.value)
     assert "\n" not in message and (str(path) in message or not names_file)
@@ -248,7 +253,7 @@ def test_a_yaml_bomb_in_a_sweep_plan_is_refused(tmp_path):
     started = time.perf_counter()
     with pytest.raises(ConfigError, match="expands to more than"):
         load_plan(path)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < QUICK
 
 
 def test_a_config_that_contains_itself_is_refused(tmp_path):
@@ -299,7 +304,7 @@ def _load_or_refuse(path: Path, schema: type = TrainingConfig) -> None:
         load_config(path, [], schema, variants)
     except ConfigError as error:
         assert "\n" not in str(error)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < QUICK
 
 
 # No subnormal floats: a trainer test before these sets torch.set_flush_denormal(True) for the process.
