@@ -191,8 +191,16 @@ def test_the_length_study_is_judged_per_length_variant_and_protocol(tmp_path):
     assert "| linear, all labels | linear, 10/class | kNN, k=20 |" in report.replace("| row ", "|")[:100000]
     assert (tmp_path / "out" / "length.png").stat().st_size > 1000
     assert "![The main rows by training length, in every probe protocol](length.png)" in report
-    runs = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
-    assert runs[0]["protocols"] == {"linear": 86.0, "linear_10": 70.0, "knn_20": 85.0}
+    records = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert records["runs"][0]["protocols"] == {"linear": 86.0, "linear_10": 70.0, "knn_20": 85.0}
+    # what fp32 moves: its squeeze row against the default's at 500 steps, -1.00 (SE 0.082, df 4) and -10.00
+    assert (
+        "| fp32_squeeze_500 − squeeze_500 (n=3 vs 3) | 500 | -1.00 ±0.23 ✗ | -10.00 ±1.13 ✗ | -1.00 ±0.23 ✗ |"
+        in report.split("## Each variant against the default")[1]
+    )
+    assert [(effect["a"], effect["b"], effect["protocol"]) for effect in records["variants"]] == [
+        ("fp32_squeeze_500", "squeeze_500", protocol) for protocol in ("linear", "linear_10", "knn_20")
+    ]
 
 
 def test_the_seed_noise_is_pooled_over_trained_rows_when_there_are_some():

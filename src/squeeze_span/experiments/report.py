@@ -4,10 +4,12 @@ It reads every result a sweep wrote (``RESULTS_DIR/NAME/seedS.json``) and writes
 
 - ``REPORT.md``: one table per table of the paper (ours as mean ± std over seeds, beside the
   paper's CIFAR-10 number), the paper's claims, each marked **holds**, **does not hold** or
-  **within noise**, the representation discrepancy, and the runs at equal wall-clock time;
+  **within noise**, what each variant's setting moves, the representation discrepancy, and the
+  runs at equal wall-clock time;
 - ``results.json``: every run, once per table it appears in: table, row, method, data, seed,
   steps, seconds, top1, its top-1 under each probe protocol it measured (and fd, discrepancy,
-  discrepancy_relative where measured); and every claim's verdict with the numbers behind it;
+  discrepancy_relative where measured); every claim's verdict with the numbers behind it; and
+  what each variant's setting moves (a row with a variant, such as fp32, against its default row);
 - ``table2.png`` (Table 2's rows with error bars), ``figure4.png`` (top-1 against the
   teacher's FD) and ``length.png`` (each claim's difference against training length, per
   protocol), when those rows exist.
@@ -306,6 +308,30 @@ def judge_family(claims: Sequence[dict]) -> None:
             claim["verdict_family"] = combine([comparison["verdict_family"] for comparison in members])
 
 
+def variant_effects(rows: dict[str, Row], protocols: Sequence[str]) -> list[dict[str, Any]]:
+    """What each variant's setting moves: every row with a variant ("fp32") against the default row it
+    varies (the same claims' name and length), under each protocol both measured, compared as claims
+    are (:func:`compare_samples`)."""
+    pooled = pooled_stds(rows, protocols)
+    defaults = {(row.claim_name, row.steps): row for row in rows.values() if not row.variant and row.steps > 0}
+    effects = []
+    for row in rows.values():
+        default = defaults.get((row.claim_name, row.steps))
+        if not row.variant or default is None:
+            continue
+        for protocol in protocols:
+            if row.values(protocol) and default.values(protocol):
+                comparison = compare_samples(
+                    row.values(protocol),
+                    default.values(protocol),
+                    pooled[protocol][0],
+                    a_name=row.name,
+                    b_name=default.name,
+                )
+                effects.append({"variant": row.variant, "steps": row.steps, "protocol": protocol, **comparison})
+    return effects
+
+
 def build_report(results_dir: str | Path, out: str | Path, plan: str | Path | None = None) -> dict[str, Any]:
     """Write REPORT.md, results.json and the figures into ``out``; return the claims' verdicts.
 
@@ -319,10 +345,14 @@ def build_report(results_dir: str | Path, out: str | Path, plan: str | Path | No
     rows = all_rows(results, info)
     protocols = protocols_in(results)
     claims = judge_all(rows, protocols)
+    variants = variant_effects(rows, protocols)
+    records = {"runs": run_records(results, protocols), "claims": claims, "variants": variants}
     with atomic_write(out / "results.json") as temporary:
-        temporary.write_text(json.dumps({"runs": run_records(results, protocols), "claims": claims}, indent=2) + "\n")
+        temporary.write_text(json.dumps(records, indent=2) + "\n")
     figures = draw_figures(results, rows, claims, protocols, out, info)
-    context = ReportContext(results, rows, claims, protocols, primary, figures, pending, (out / FINDINGS).is_file())
+    context = ReportContext(
+        results, rows, claims, protocols, primary, figures, pending, (out / FINDINGS).is_file(), variants
+    )
     with atomic_write(out / "REPORT.md") as temporary:
         temporary.write_text(render_markdown(context, info))
     return {"claims": claims, "runs": len(results), "pending": pending, "primary": measured_primary(claims, primary)}
@@ -463,11 +493,13 @@ class ReportContext:
     figures: set[str]
     pending: Sequence[str] = ()
     has_findings: bool = False
+    variants: Sequence[dict] = ()
 
 
 def render_markdown(context: ReportContext, info: dict[str, RowInfo] | None = None) -> str:
     lines = render_header(context)
     lines += render_claims(context)
+    lines += render_variants(context.variants, context.protocols)
     for table, title in TABLE_TITLES.items():
         lines += render_table(context, table, title, info)
     lines += render_discrepancy(context.rows)
@@ -593,6 +625,31 @@ def render_protocol_matrix(claims: Sequence[dict], protocols: Sequence[str]) -> 
 
 
 VERDICT_MARK = {"holds": "✓", "does not hold": "✗", "within noise": "~"}
+
+
+def render_variants(effects: Sequence[dict], protocols: Sequence[str]) -> list[str]:
+    """Each variant row minus its default row, in each protocol: what the variant's setting moves."""
+    if not effects:
+        return []
+    shown = [protocol for protocol in protocols if any(effect["protocol"] == protocol for effect in effects)]
+    cells: dict[tuple[str, str, int, int, int], dict[str, str]] = {}
+    for effect in effects:
+        key = (effect["a"], effect["b"], effect["a_n"], effect["b_n"], effect["steps"])
+        cells.setdefault(key, {})[effect["protocol"]] = (
+            f"{effect['difference']:+.2f} ±{effect['margin']:.2f} {VERDICT_MARK[effect['verdict']]}"
+        )
+    lines = [
+        "## Each variant against the default",
+        "",
+        "What a variant's setting moves: its row minus the default row it varies, at the same length.",
+        "",
+        "| a − b, seeds | steps | " + " | ".join(protocol_label(protocol) for protocol in shown) + " |",
+        "|" + " --- |" * (len(shown) + 2),
+    ]
+    for (a, b, a_n, b_n, steps), by_protocol in cells.items():
+        row = " | ".join(by_protocol.get(protocol, "") for protocol in shown)
+        lines.append(f"| {a} − {b} (n={a_n} vs {b_n}) | {steps} | {row} |")
+    return [*lines, "", "(difference, its 95% margin; ✓ above zero, ✗ below, ~ within noise)", ""]
 
 
 def render_table(context: ReportContext, table: str, title: str, info: dict[str, RowInfo] | None) -> list[str]:
