@@ -141,7 +141,7 @@ WHAT_TO_EXPECT = (
     "seed noise in four probes of five; at 8 epochs squeezing beats VICReg on the same generated images in every "
     "probe, while squeeze and span stays only a few tenths of a point ahead of VICReg on the real images. "
     "Both gaps are in bf16, the default; in fp32 (the authors' setting) VICReg gains about half a point at "
-    "this length; by 8 epochs fp32 no longer moves squeeze's lead on generated images."
+    "this length; by 8 epochs it barely moves squeeze's lead on generated images."
 )
 
 
