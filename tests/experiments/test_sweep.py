@@ -274,18 +274,24 @@ def test_a_sweep_with_a_time_limit_leaves_the_runs_it_cannot_finish(
     learnable_fashion_mnist, tiny_teacher, tmp_path, capsys
 ):
     plan = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher)
+    entries = yaml.safe_load(plan.read_text())["entries"]
+    entries[0]["seeds"] = [0, 1, 2]
+    plan = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher, entries=entries)
     run_sweep(plan, device="cpu", progress=False)
     finished = tmp_path / "results" / "squeeze_span" / "seed0.json"
     result = json.loads(finished.read_text())
     finished.write_text(json.dumps({**result, "seconds": 1e5}))  # as if its 4 steps had taken a day
-    (tmp_path / "results" / "squeeze_span" / "seed1.json").unlink()
-    shutil.rmtree(tmp_path / "runs" / "squeeze_span" / "seed1")  # else it resumes at its end: nothing left
+    for seed in (1, 2):
+        (tmp_path / "results" / "squeeze_span" / f"seed{seed}.json").unlink()
+        shutil.rmtree(tmp_path / "runs" / "squeeze_span" / f"seed{seed}")  # else it resumes at its end
 
     outcome = run_sweep(plan, device="cpu", progress=False, time_limit=3600)
-    assert outcome.deferred == ["squeeze_span seed 1"] and outcome.done == []
+    assert outcome.deferred == ["squeeze_span seed 1", "squeeze_span seed 2"] and outcome.done == []
     printed = capsys.readouterr().out
-    assert "[1/1] squeeze_span seed 1 (train); about 1667 min of runs left in the plan" in printed
     assert "squeeze_span seed 1: left for a later sweep (it needs about 1667 min, 60 min" in printed
+    # both runs are still left when the sweep reaches the second: the deferred first one counts too
+    assert "[1/2] squeeze_span seed 1 (train); about 3333 min of runs left in the plan" in printed
+    assert "[2/2] squeeze_span seed 2 (train); about 3333 min of runs left in the plan" in printed
     assert not (tmp_path / "results" / "squeeze_span" / "seed1.json").exists()
 
     assert main(["sweep", str(plan), "--no-progress", "--time-limit", "600000"]) in (0, None)

@@ -145,7 +145,7 @@ def run_sweep(
     spent: list[float] = []
     for index, job in enumerate(todo, 1):
         label = f"{job.entry.name} seed {job.seed}"
-        left = runner.time_left(todo[index - 1 :], every_job, spent)
+        left = runner.time_left(todo, every_job, spent)  # the runs deferred before this one are left too
         print(f"[{index}/{len(todo)}] {label} ({job.entry.kind}){left}", flush=True)
         started = time.perf_counter()
         with claimed(plan, job) as mine:
