@@ -614,9 +614,7 @@ def render_protocol_matrix(claims: Sequence[dict], protocols: Sequence[str]) -> 
     for claim in measured:
         for comparison in claim["comparisons"]:
             key = (claim["number"], comparison["a"], comparison["b"])
-            cells.setdefault(key, {})[claim["protocol"]] = (
-                f"{comparison['difference']:+.2f} ±{comparison['margin']:.2f} {VERDICT_MARK[comparison['verdict']]}"
-            )
+            cells.setdefault(key, {})[claim["protocol"]] = difference_cell(comparison)
     header = "| claim | a − b | " + " | ".join(protocol_label(protocol) for protocol in shown) + " |"
     lines = [header, "|" + " --- |" * (len(shown) + 2)]
     for (number, a, b), by_protocol in cells.items():
@@ -627,6 +625,11 @@ def render_protocol_matrix(claims: Sequence[dict], protocols: Sequence[str]) -> 
 VERDICT_MARK = {"holds": "✓", "does not hold": "✗", "within noise": "~"}
 
 
+def difference_cell(comparison: dict) -> str:
+    """'+1.37 ±1.07 ✓': a comparison's difference, its 95% margin and the verdict's mark."""
+    return f"{comparison['difference']:+.2f} ±{comparison['margin']:.2f} {VERDICT_MARK[comparison['verdict']]}"
+
+
 def render_variants(effects: Sequence[dict], protocols: Sequence[str]) -> list[str]:
     """Each variant row minus its default row, in each protocol: what the variant's setting moves."""
     if not effects:
@@ -635,9 +638,7 @@ def render_variants(effects: Sequence[dict], protocols: Sequence[str]) -> list[s
     cells: dict[tuple[str, str, int, int, int], dict[str, str]] = {}
     for effect in effects:
         key = (effect["a"], effect["b"], effect["a_n"], effect["b_n"], effect["steps"])
-        cells.setdefault(key, {})[effect["protocol"]] = (
-            f"{effect['difference']:+.2f} ±{effect['margin']:.2f} {VERDICT_MARK[effect['verdict']]}"
-        )
+        cells.setdefault(key, {})[effect["protocol"]] = difference_cell(effect)
     lines = [
         "## Each variant against the default",
         "",
