@@ -269,6 +269,14 @@ def test_a_run_is_expected_to_take_its_settings_pace_times_the_steps_it_has_left
     (half_done / "metrics.jsonl").write_text(json.dumps({"step": 120, "loss": 1.0}) + "\n")  # resumes near 120
     assert runner.expected_seconds(jobs["long", 1], every) == pytest.approx(2.0 * 180 + 20)
 
+    # A finished long run weighs by its steps: (150 + 250 + 150) s over (100 + 100 + 300) steps is 1.1 s a
+    # step, where the mean of the three runs' paces (1.5, 2.5, 0.5) would say 1.5.
+    long_result = jobs["long", 0].result
+    long_result.parent.mkdir(parents=True, exist_ok=True)
+    record = {"steps": 300, "seconds": 150.0, "probe": {"seconds": 50.0}, "machine": here}
+    long_result.write_text(json.dumps({**record, "spec_hash": spec_hash(jobs["long", 0].spec)}))
+    assert runner.expected_seconds(jobs["long", 1], every) == pytest.approx(1.1 * 180 + 30)
+
 
 def test_a_sweep_with_a_time_limit_leaves_the_runs_it_cannot_finish(
     learnable_fashion_mnist, tiny_teacher, tmp_path, capsys
