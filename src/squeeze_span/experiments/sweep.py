@@ -233,10 +233,10 @@ class Runner:
     def expected_seconds(self, job: Job, jobs: Sequence[Job]) -> float | None:
         """About how long ``job`` takes from where its run folder stands: the training pace per step of the
         finished runs with its settings (any seed, any length) on this kind of machine, times the steps it has
-        left, plus their mean probe time. The pace is their seconds over their steps, all together: a mean of
-        per-run paces gave a 500-step run's start-up, or its slow hour on a busy machine, the weight of a
-        6000-step run, and overstated the length study's 6000-step rows by a sixth to a quarter. None for a
-        kind that does not train, or before any run of its settings has finished here."""
+        left, plus their mean probe time. The pace is their seconds over their steps, all together, so each run
+        weighs by its steps: a short run's start-up, or its slow hour on a busy machine, does not count as much
+        as a long run's thousands of steps. None for a kind that does not train, or before any run of its
+        settings has finished here."""
         if job.entry.kind != "train":
             return None
         key, machine = pace_key(job.spec), machine_description(self.device)
