@@ -223,3 +223,31 @@ def test_the_bar_chart_has_a_bar_per_row_and_refuses_none(tmp_path):
         assert image.size[0] > 600 and image.size[1] > 200
     with pytest.raises(ValueError, match="at least one"):
         bars_with_errors([], tmp_path / "none.png")
+
+
+def test_the_length_figure_names_every_protocol_and_every_variant_in_its_legends():
+    from matplotlib.legend import Legend
+
+    from squeeze_span.eval.plots import length_figure
+
+    curves = {
+        "claim 1": {
+            ("linear", ""): [(500, 1.3, 0.2), (2000, 0.8, 0.2)],
+            ("kNN", ""): [(500, 2.2, 0.3), (2000, 1.9, 0.3)],
+            ("linear", "fp32"): [(500, 0.8, 0.2)],
+            ("linear", "width 32"): [(2000, 1.6, 0.5)],
+        },
+        "claim 3": {("linear", ""): [(500, 0.9, 0.2), (2000, 0.5, 0.2)], ("kNN", "fp32"): [(500, 0.3, 0.3)]},
+    }
+    figure = length_figure(curves)
+    legends = [[text.get_text() for text in legend.get_texts()] for legend in figure.axes[-1].findobj(Legend)]
+    assert sorted(legends) == [["default", "fp32", "width 32"], ["linear", "kNN"]]
+    # each variant's line in its own style: the default's solid, the others' dashed apart
+    styles = {
+        (line.get_linestyle(), line.get_marker())
+        for line in figure.axes[0].get_lines()
+        if line.get_marker() not in ("None", "", None, "_")
+    }
+    assert len(styles) == 3
+    with pytest.raises(ValueError, match="at least one comparison"):
+        length_figure({})

@@ -1,5 +1,5 @@
 """Pictures: image grids of samples, 2-D maps of features coloured by class (Figure 2),
-accuracy against FD (Figure 4)."""
+accuracy against FD (Figure 4), claims' differences against training length."""
 
 from __future__ import annotations
 
@@ -196,17 +196,29 @@ def bars_with_errors(
     return _save_figure(figure, path)
 
 
+# A variant's line ("fp32", "width 32") is open-marked, with a marker and dash of its own, so that each
+# variant reads apart from the default's solid line and from the other variants.
+VARIANT_STYLES = (("--", "o"), (":", "s"), ("-.", "^"), ((0, (5, 1, 1, 1)), "D"))
+
+
 def differences_against_length(
     curves: dict[str, dict[tuple[str, str], Sequence[tuple[float, float, float]]]], path: str | os.PathLike[str]
 ) -> Path:
+    """Write :func:`length_figure` of ``curves`` to ``path``, atomically."""
+    return _save_figure(length_figure(curves), path)
+
+
+def length_figure(curves: dict[str, dict[tuple[str, str], Sequence[tuple[float, float, float]]]]):
     """One panel per comparison: its difference (method minus baseline) against training steps,
-    one line per probe protocol, with the difference's standard error as error bars; a variant's
-    line ("fp32") dashed with open markers, in its protocol's colour.
+    one line per probe protocol, with the difference's standard error as error bars. A protocol
+    keeps its colour in every panel; a variant's lines ("fp32") keep a style of their own. Two
+    legends, in the last panel, name the colours and the styles of every panel.
 
     ``curves`` maps a panel's title to {(protocol label, variant or ""): [(steps, difference, standard error)]}.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     if not curves:
         raise ValueError("the length figure needs at least one comparison")
@@ -215,16 +227,19 @@ def differences_against_length(
     panels = figure.subplots(1, len(curves), squeeze=False, sharey=True)[0]
     protocols = list(dict.fromkeys(label for lines in curves.values() for label, _ in lines))
     colours = {label: f"C{index}" for index, label in enumerate(protocols)}
+    variants = [variant for variant in dict.fromkeys(v for lines in curves.values() for _, v in lines) if variant]
+    if len(variants) > len(VARIANT_STYLES):
+        raise ValueError(f"the length figure has styles for {len(VARIANT_STYLES)} variants, got {len(variants)}")
+    styles = {"": {"linestyle": "-", "marker": "o"}} | {
+        variant: {"linestyle": dash, "marker": marker, "markerfacecolor": "white"}
+        for variant, (dash, marker) in zip(variants, VARIANT_STYLES)
+    }
     for axes, (title, lines) in zip(panels, curves.items()):
         for index, ((label, variant), points) in enumerate(lines.items()):
             steps, differences, errors = zip(*sorted(points))
             # Lines side by side at each length, so that their error bars do not hide each other.
             shifted = [step * 1.04 ** (index - (len(lines) - 1) / 2) for step in steps]
-            style = {"linestyle": "--", "markerfacecolor": "white"} if variant else {}
-            name = f"{label} ({variant})" if variant else label
-            axes.errorbar(
-                shifted, differences, yerr=errors, marker="o", capsize=2, color=colours[label], label=name, **style
-            )
+            axes.errorbar(shifted, differences, yerr=errors, capsize=2, color=colours[label], **styles[variant])
         axes.axhline(0.0, color="gray", linewidth=0.8)
         axes.set_xscale("log")
         all_steps = sorted({point[0] for points in lines.values() for point in points})
@@ -233,8 +248,13 @@ def differences_against_length(
         axes.set_xlabel("training steps (log scale)")
         axes.set_title(title, fontsize=9)
     panels[0].set_ylabel("difference in top-1 (points, ± SE)")
-    panels[-1].legend(fontsize=6)
-    return _save_figure(figure, path)
+    last = panels[-1]
+    protocol_keys = [Line2D([], [], color=colours[label], marker="o") for label in protocols]
+    last.add_artist(last.legend(protocol_keys, protocols, fontsize=6, loc="upper left"))
+    if variants:
+        variant_keys = [Line2D([], [], color="black", **styles[variant]) for variant in ["", *variants]]
+        last.legend(variant_keys, ["default", *variants], fontsize=6, loc="upper right")
+    return figure
 
 
 def _save_figure(figure, path: str | os.PathLike[str]) -> Path:
