@@ -251,3 +251,6 @@ def test_the_length_figure_names_every_protocol_and_every_variant_in_its_legends
     assert len(styles) == 3
     with pytest.raises(ValueError, match="at least one comparison"):
         length_figure({})
+    too_many = {"claim 1": {("linear", f"variant {index}"): [(500, 0.1, 0.1)] for index in range(5)}}
+    with pytest.raises(ConfigError, match="at most 4 variants beside the default, the plan has 5 "):
+        length_figure(too_many)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from squeeze_span.data import to_unit_range
+from squeeze_span.errors import ConfigError
 from squeeze_span.fileio import atomic_write
 
 
@@ -229,7 +230,11 @@ def length_figure(curves: dict[str, dict[tuple[str, str], Sequence[tuple[float, 
     colours = {label: f"C{index}" for index, label in enumerate(protocols)}
     variants = [variant for variant in dict.fromkeys(v for lines in curves.values() for _, v in lines) if variant]
     if len(variants) > len(VARIANT_STYLES):
-        raise ValueError(f"the length figure has styles for {len(VARIANT_STYLES)} variants, got {len(variants)}")
+        raise ConfigError(
+            f"the length figure draws at most {len(VARIANT_STYLES)} variants beside the default, the plan has "
+            f"{len(variants)} ({', '.join(variants)}): "
+            f"use at most {len(VARIANT_STYLES)} distinct `variant:` values in it"
+        )
     styles = {"": {"linestyle": "-", "marker": "o"}} | {
         variant: {"linestyle": dash, "marker": marker, "markerfacecolor": "white"}
         for variant, (dash, marker) in zip(variants, VARIANT_STYLES)
