@@ -477,7 +477,7 @@ def test_print_config_lists_the_resolved_keys_and_runs_nothing(command, config, 
     assert not run.exists()
     assert rows[0] == "key=value type accepts"
     assert " ".join(line.split()) in rows and f"output_dir={run} str -" in rows
-    assert "train.precision=bf16 str one of fp32, bf16, fp16" in rows
+    assert "train.precision=auto str one of auto, fp32, bf16, fp16" in rows
 
 
 def test_help_shows_defaults_but_not_the_off_ones(capsys):

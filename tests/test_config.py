@@ -75,7 +75,7 @@ def test_every_integer_field_states_its_range():
         ("train.epochs=0", "train.epochs=0 is out of range; it must be an integer >= 1"),
         ("train.max_steps=0", "train.max_steps=0 is out of range; it must be an integer >= 1 or null"),
         ("train.max_seconds=0", "train.max_seconds=0.0 is out of range; it must be a finite number > 0 or null"),
-        ("train.precision=fp8", "train.precision='fp8' is unknown; it must be one of fp32, bf16, fp16"),
+        ("train.precision=fp8", "train.precision='fp8' is unknown; it must be one of auto, fp32, bf16, fp16"),
         ("teacher.truncation_psi=inf", "teacher.truncation_psi=inf is out of range; it must be a finite number"),
         ("teacher.noise_mode=fixed", "teacher.noise_mode='fixed' is unknown; it must be one of random, const, none"),
         ("teacher.pool_size=-1", "teacher.pool_size=-1 is out of range; it must be an integer >= 0"),

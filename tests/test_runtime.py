@@ -1,9 +1,13 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from squeeze_span.cli import main
 from squeeze_span.errors import ConfigError
-from squeeze_span.runtime import resolve_device
+from squeeze_span.models import build_backbone
+from squeeze_span.runtime import autocast, conv_memory_format, resolve_device, resolve_precision
 
 
 def pretend_gpus(monkeypatch, count: int) -> None:
@@ -59,3 +63,139 @@ def test_probe_on_a_gpu_beyond_the_count_is_one_line_and_status_2(monkeypatch, c
     assert main(["probe", "--random-init", "resnet18_cifar", "--dataset", "fashion_mnist", "--device", "cuda:3"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("ConfigError: device 'cuda:3' names GPU 3, but torch sees 1")
+
+
+# -- precision ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """Pretend this CPU has bf16 hardware, or has none: ``cpu_bf16(True)``."""
+    from squeeze_span import runtime
+
+    def pretend(native: bool) -> None:
+        monkeypatch.setattr(runtime, "_cpu_native_bf16", lambda: native)
+        runtime._warn_emulated_bf16.cache_clear()
+
+    yield pretend
+    runtime._warn_emulated_bf16.cache_clear()
+
+
+@pytest.mark.parametrize(("native", "auto"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(native, auto, cpu_bf16):
+    cpu_bf16(native)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == auto
+    assert [resolve_precision(name, cpu) for name in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+    with autocast(cpu, "auto"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == (torch.bfloat16 if native else torch.float32)
+
+
+def test_an_unknown_precision_is_a_config_error_that_names_the_choices():
+    with pytest.raises(ConfigError, match=r"^precision='bf32' is unknown; use one of auto, fp32, bf16, fp16$"):
+        resolve_precision("bf32", torch.device("cpu"))
+
+
+def test_bf16_by_name_where_it_is_emulated_runs_after_one_warning(cpu_bf16, capsys):
+    cpu_bf16(False)
+    for _ in range(3):  # autocast is entered at every step: the warning comes once
+        with autocast(torch.device("cpu"), "bf16"):
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: precision=bf16 on this CPU, which has no bf16 hardware")
+    assert err.rstrip().endswith("precision=auto picks fp32 here")
+    cpu_bf16(True)
+    with autocast(torch.device("cpu"), "bf16"):
+        pass
+    assert capsys.readouterr().err == ""
+
+
+def test_the_shipped_configs_train_in_auto_precision():
+    from squeeze_span.config import RunSettings
+    from squeeze_span.methods import load_training_config
+
+    assert RunSettings().precision == "auto"
+    for path in sorted(Path("configs").glob("*/*.yaml")):
+        if path.name != "gan.yaml":
+            assert load_training_config(path, []).train.precision == "auto", path
+
+
+# -- memory format -----------------------------------------------------------------------------------
+
+
+def pretend_cpu(monkeypatch, machine: str, avx512: bool, onednn_cap: str | None = None) -> None:
+    from squeeze_span import runtime
+
+    monkeypatch.setattr(runtime.platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: avx512)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if onednn_cap is None:  # `make test-avx2` sets a cap of its own
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn_cap)
+
+
+@pytest.mark.parametrize(
+    ("machine", "avx512", "width", "layout"),
+    [
+        ("x86_64", False, 4, torch.contiguous_format),  # its shortcuts hit oneDNN's AVX2 1x1 bug
+        ("x86_64", False, 7, torch.contiguous_format),
+        ("x86_64", False, 8, torch.channels_last),
+        ("x86_64", False, 16, torch.channels_last),
+        ("x86_64", True, 4, torch.channels_last),
+        ("aarch64", False, 4, torch.channels_last),
+    ],
+)
+def test_channels_last_except_where_avx2_onednn_corrupts_narrow_shortcuts(machine, avx512, width, layout, monkeypatch):
+    pretend_cpu(monkeypatch, machine, avx512)
+    backbone = build_backbone("resnet18_cifar", in_channels=1, width=width)
+    assert conv_memory_format(backbone, torch.device("cpu")) == layout
+    assert conv_memory_format(backbone, torch.device("cuda")) == torch.channels_last
+
+
+# Runs in its own process: where the layout is wrong, oneDNN corrupts the heap and the process dies.
+_NARROW_STUDENT_STEP = """
+import torch
+from squeeze_span.models import build_backbone
+from squeeze_span.runtime import conv_memory_format
+torch.manual_seed(0)
+backbone = build_backbone("resnet18_cifar", in_channels=1, width=4)
+layout = conv_memory_format(backbone, torch.device("cpu"))
+reference = build_backbone("resnet18_cifar", in_channels=1, width=4).double()
+reference.load_state_dict(backbone.state_dict())
+backbone = backbone.to(memory_format=layout)
+for batch in (6, 12):
+    views = torch.randn(batch, 1, 24, 24)
+    backbone(views.contiguous(memory_format=layout)).square().mean().backward()
+    reference(views.double()).square().mean().backward()
+pairs = zip(backbone.parameters(), reference.parameters())
+error = max((a.grad.double() - b.grad).abs().max().item() for a, b in pairs)
+print(f"{error:.3g}")
+"""
+
+
+@pytest.mark.parametrize(
+    ("cap", "layout"), [("AVX2", torch.contiguous_format), ("AVX512_CORE_AMX", torch.channels_last)]
+)
+def test_a_onednn_capped_at_avx2_is_treated_as_an_avx2_cpu(cap, layout, monkeypatch):
+    from squeeze_span import runtime
+
+    pretend_cpu(monkeypatch, "x86_64", avx512=True, onednn_cap=cap)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert conv_memory_format(build_backbone("resnet18_cifar", in_channels=1, width=4), torch.device("cpu")) == layout
+    assert runtime._cpu_native_bf16.__wrapped__() == (layout == torch.channels_last)  # AMX, unless capped
+
+
+def test_a_width_4_student_trains_in_the_layout_chosen_for_this_cpu():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _NARROW_STUDENT_STEP],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout) < 1e-3  # float32 gradients against float64 ones, through BatchNorm

@@ -27,7 +27,10 @@ FINITE_FLOAT = argument(float)
 DEFAULT_KNN_KS = (20, 200)
 DEVICE_HELP = "auto (the first CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:1, ..."
 NO_PROGRESS_HELP = "hide progress bars"
-PRECISION_HELP = "of the networks' forward passes (fp16: CUDA only)"
+PRECISION_HELP = (
+    "of the networks' forward passes; auto: bf16 where the hardware computes it (AMX, AVX512-BF16, "
+    "Ampere or newer), else fp32; fp16: CUDA only"
+)
 BACKBONE_HELP = (
     "a run folder (its checkpoints/last.pt), a training checkpoint, an exported backbone (.safetensors) "
     "or asset:NAME (e.g. asset:fashion_mnist_classifier.safetensors)"
@@ -557,7 +560,7 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
         "generator (32x32 RGB, 512 channels); or a .pkl, a convert-gan folder, asset:NAME",
     )
     bench.add_argument("--batch", type=argument(int, min=2), default=256, help="images per step, B (B_s = alpha B)")
-    bench.add_argument("--precision", choices=PRECISIONS, default="bf16", help=PRECISION_HELP)
+    bench.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     bench.add_argument("--device", default="auto", help=DEVICE_HELP)
     bench.add_argument("--steps", type=POSITIVE_INT, default=10, help="timed steps of each case")
     bench.add_argument("--warmup", type=argument(int, min=0), default=2, help="untimed steps of each case first")
@@ -781,7 +784,7 @@ def add_probe_options(parser: argparse.ArgumentParser, *, size_help: str) -> Non
     parser.add_argument("--draws", type=POSITIVE_INT, default=5, help="draws of labelled images for --labels-per-class")
     parser.add_argument("--size", type=POSITIVE_INT, help=size_help)
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--precision", choices=PRECISIONS, default="bf16", help=PRECISION_HELP)
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=512, help="images per batch of feature extraction")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)

@@ -97,7 +97,7 @@ class RunSettings:
 
     # Stop this invocation, with a checkpoint, after this wall time.
     max_seconds: Optional[float] = bounded(None, above=0)
-    precision: str = choice("bf16", PRECISIONS)  # fp16: GPU only
+    precision: str = choice("auto", PRECISIONS)  # auto: bf16 where the hardware has it, else fp32; fp16: GPU only
     device: str = "auto"  # checked where it is resolved: squeeze_span.runtime.resolve_device
     seed: int = bounded(0, min=0, max=2**32 - 1)
     log_every: int = bounded(10, min=1)  # steps

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import platform
+import sys
 
 import torch
 
 from squeeze_span import allocator
 from squeeze_span.errors import ConfigError
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# 'auto' is bf16 where the device computes it in hardware, fp32 elsewhere: see resolve_precision.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -49,19 +53,96 @@ def resolve_device(device: str = "auto") -> torch.device:
     return resolved
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 matmuls and convolutions in hardware: CUDA GPUs from Ampere on,
+    x86 CPUs with AVX512-BF16 or AMX, Arm CPUs with the BF16 extension. On the others (AVX2-only x86
+    CPUs, most laptops) bf16 autocast is emulated: 8-14x slower than fp32 for the student's step on an
+    AVX2 AMD EPYC (benchmarks/precision.py)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and _cpu_native_bf16()
+
+
+@functools.cache  # the CPU does not change while a process runs; autocast asks at every step
+def _cpu_native_bf16() -> bool:
+    if _x86():
+        has = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        cap = _onednn_isa_cap()
+        return has and (cap in ("ALL", "DEFAULT") or "BF16" in cap or "AMX" in cap or cap.startswith("AVX10"))
+    return "bf16" in (_cpuinfo("Features") or "").split()  # Linux on Arm names its extensions here
+
+
+def _x86() -> bool:
+    return platform.machine() in ("x86_64", "AMD64", "i686")
+
+
+def _onednn_isa_cap() -> str:
+    """oneDNN's instruction-set cap (ONEDNN_MAX_CPU_ISA; `make test-avx2` sets AVX2): its kernels use
+    nothing newer than it names, whatever the CPU has. ALL where none is set."""
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+
+
+def _onednn_avx512() -> bool:
+    """Whether oneDNN runs its AVX512 kernels here (the CPU has them, and no cap below them is set)."""
+    capped = _onednn_isa_cap() == "AVX" or _onednn_isa_cap().startswith(("SSE", "AVX2"))
+    return torch.cpu._is_avx512_supported() and not capped
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision that ``precision`` means on ``device``: 'auto' is bf16 where the device computes it
+    in hardware (:func:`native_bf16`), else fp32; the others are themselves."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Mixed precision for the forward pass: bf16 autocast runs 3-4x faster on AMX CPUs and on GPUs.
 
     fp16 is for GPUs only (CPUs have no fast fp16 path), and needs a GradScaler when training.
+    bf16 asked for by name on a device that only emulates it runs, after one warning line.
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision={precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
+    resolved = resolve_precision(precision, device)
+    dtype = _AUTOCAST_DTYPES[resolved]
     if dtype is None:
         return contextlib.nullcontext()
     if dtype is torch.float16 and device.type != "cuda":
         raise ConfigError("precision=fp16 needs a CUDA device; use precision=bf16 on CPU")
+    if precision == "bf16" and device.type in ("cpu", "cuda") and not native_bf16(device):
+        _warn_emulated_bf16(device.type)
     return torch.autocast(device.type, dtype=dtype)
+
+
+@functools.cache  # once per process and kind of device: autocast is entered at every step
+def _warn_emulated_bf16(device_type: str) -> None:
+    print(
+        f"warning: precision=bf16 on this {device_type.upper()}, which has no bf16 hardware (AVX512-BF16, AMX, "
+        "Ampere or newer), is emulated and runs several times slower than fp32; precision=auto picks fp32 here",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def conv_memory_format(network: torch.nn.Module, device: torch.device) -> torch.memory_format:
+    """The layout ``network`` trains in on ``device``: channels_last, the faster one for its convolutions
+    (1.1x in fp32 for the default student on an AVX2 CPU, benchmarks/precision.py), except where it is
+    unsafe. On x86 CPUs without AVX512 (or with oneDNN capped below it), oneDNN's channels_last weight
+    gradient of a strided 1x1 convolution with 2 or 4 to 7 input channels
+    (jit_avx2_1x1_convolution_bwd_weights, torch 2.13.0) writes past its buffers: the process dies of
+    heap corruption or spins for ever. A ResNet's shortcuts are such convolutions when its width is
+    under 8 (the tests' and the smoke demo's 4)."""
+    if device.type != "cpu" or not _x86() or _onednn_avx512():
+        return torch.channels_last
+    unsafe = any(
+        isinstance(module, torch.nn.Conv2d)
+        and module.kernel_size == (1, 1)
+        and module.stride != (1, 1)
+        and module.in_channels < 8
+        for module in network.modules()
+    )
+    return torch.contiguous_format if unsafe else torch.channels_last
 
 
 def full_precision(device: torch.device) -> contextlib.AbstractContextManager:

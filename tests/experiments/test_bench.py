@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import statistics
 
@@ -128,3 +129,22 @@ def test_the_machine_flags_name_amx_and_avx512_bf16(monkeypatch):
     monkeypatch.setattr(runtime, "_cpuinfo", lambda field: flags if field == "flags" else "Xeon")
     assert runtime.cpu_flags() == ["amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512_bf16", "avx512f"]
     assert runtime.machine_info()["cpu_flags"] == runtime.cpu_flags()
+
+
+@pytest.mark.parametrize(("emulated", "peak"), [(True, "fp32"), (False, "bf16")])
+def test_the_peak_is_the_faster_matmul_and_auto_is_recorded_as_what_it_chose(emulated, peak, tiny_teacher, monkeypatch):
+    """Where bf16 is emulated its matmul is far below the student's step (which a share of over 100%
+    showed), so the machine's peak is fp32's there; 'auto' is named by the precision it ran."""
+    rates = {"fp32": 100e9, "bf16": 1e9 if emulated else 300e9}
+    monkeypatch.setattr(bench, "matmul_peak", lambda device, precision: rates[precision])
+    monkeypatch.setattr(runtime, "_cpu_native_bf16", lambda: not emulated)
+    settings = BenchSettings(
+        str(tiny_teacher), batch=8, precision="auto", device="cpu", steps=1, warmup=0, overrides=tuple(TINY)
+    )
+    result = run_bench(settings)
+    assert result["settings"]["precision"] == ("fp32" if emulated else "bf16")
+    result = run_bench(dataclasses.replace(settings, precision="bf16"))
+    assert (result["matmul_peak_precision"], result["matmul_peak_flop_s"]) == (peak, rates[peak])
+    assert f"of the machine's matmul peak ({rates[peak] / 1e9:.0f} GFLOP/s, 2048-cube, {peak})" in bench.format_table(
+        result
+    )

@@ -8,6 +8,7 @@ from squeeze_span.cli import main
 from squeeze_span.errors import ConfigError
 from squeeze_span.methods import METHODS, load_training_config
 from squeeze_span.models import load_backbone
+from squeeze_span.runtime import resolve_precision
 from squeeze_span.train import Trainer, TrainingDiverged
 from squeeze_span.train.checkpoint import load_checkpoint
 from tests.conftest import tiny_run_overrides
@@ -41,14 +42,19 @@ def test_a_run_writes_its_folder_and_losses_fall(learnable_fashion_mnist, tiny_t
     )
 
 
-def test_the_progress_bar_names_the_run_folder_as_well_as_the_method(
+def test_the_progress_bar_names_the_run_folder_and_the_precision_auto_chose(
     learnable_fashion_mnist, tiny_teacher, tmp_path, capsys
 ):
-    """The demo trains squeeze_span twice (its VICReg is alpha 0): the folder tells the two bars apart."""
+    """The demo trains squeeze_span twice (its VICReg is alpha 0): the folder tells the two bars apart.
+    'auto' is bf16 or fp32 by the machine: the bar and the final record say which."""
     run = tmp_path / "vicreg_real"
-    overrides = tiny_run_overrides(learnable_fashion_mnist, tiny_teacher, run, **{"train.progress": True})
-    make_trainer([*overrides, "method.syn_ratio=0.0"]).fit()
-    assert f"train squeeze_span ({run})" in capsys.readouterr().err
+    overrides = tiny_run_overrides(
+        learnable_fashion_mnist, tiny_teacher, run, **{"train.progress": True, "train.precision": "auto"}
+    )
+    record = make_trainer([*overrides, "method.syn_ratio=0.0"]).fit()
+    chosen = resolve_precision("auto", torch.device("cpu"))
+    assert f"train squeeze_span, {chosen} ({run})" in capsys.readouterr().err
+    assert record["precision"] == chosen
 
 
 def test_the_batch_splits_by_syn_ratio(learnable_fashion_mnist, tiny_teacher, tmp_path):

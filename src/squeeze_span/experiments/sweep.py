@@ -279,11 +279,11 @@ class Runner:
 
         kind = job.entry.kind
         if kind == "pixels":
-            return RawPixels(), "backbone", "bf16"
+            return RawPixels(), "backbone", "auto"
         if kind == "random_init":
-            return self._untrained(job), "backbone", "bf16"
+            return self._untrained(job), "backbone", "auto"
         if kind == "discriminator":
-            return self._discriminator_features(job), "gan", "bf16"
+            return self._discriminator_features(job), "gan", "auto"
         config = self._training_config(job)
         # The run's own weights first: the kept file is rounded to bf16, which moves a few-label probe's
         # cross-validated decay often enough to shift a 5-draw mean by half a point.
@@ -371,7 +371,7 @@ class Runner:
         job: Job,
         backbone: torch.nn.Module,
         *,
-        precision: str = "bf16",
+        precision: str = "auto",
         view: str = "backbone",
         linear: bool = True,
         knn_ks: Sequence[int] | None = None,

@@ -34,6 +34,7 @@ from squeeze_span.config import ModelConfig, bounded, choice
 from squeeze_span.data import BatchAugmentation, match_channels
 from squeeze_span.errors import ConfigError
 from squeeze_span.generators import SampleSource, TeacherSample
+from squeeze_span.runtime import conv_memory_format
 
 DATA_SOURCES = ("real", "syn", "mix")
 
@@ -125,7 +126,8 @@ class Method(nn.Module):
 
     def __init__(self, backbone: nn.Module, context: MethodContext) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.memory_format = conv_memory_format(backbone, context.device)  # views are made to match
+        self.backbone = backbone.to(memory_format=self.memory_format)
         self.context = context
 
     def split(self, batch_size: int) -> tuple[int, int]:
@@ -147,7 +149,7 @@ class Method(nn.Module):
 
     def project(self, views: torch.Tensor) -> torch.Tensor:
         """Z = projector(backbone(views)), for a method with a ``projector``."""
-        return self.projector(self.backbone(views.contiguous(memory_format=torch.channels_last)))
+        return self.projector(self.backbone(views.contiguous(memory_format=self.memory_format)))
 
     def embed(self, views: torch.Tensor) -> torch.Tensor:
         """Z in float32 for the losses, gathered over ranks so that batch statistics cover the global batch."""

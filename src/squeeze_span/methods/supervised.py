@@ -54,7 +54,7 @@ class Supervised(Method):
     def forward(self, real: RealBatch, num_synthetic: int) -> dict[str, torch.Tensor]:
         labeled = real.labels >= 0
         views = self.augmentation(real.images[labeled], self.context.generator)
-        logits = self.backbone(views.contiguous(memory_format=torch.channels_last))
+        logits = self.backbone(views.contiguous(memory_format=self.memory_format))
         labels = real.labels[labeled]
         with full_precision(self.context.device):
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)

@@ -28,7 +28,7 @@ class RunParts:
     augmentation: BatchAugmentation
     augment_generator: torch.Generator  # draws the augmentation's parameters; checkpointed by the trainer
     teacher: SampleSource | None  # None: the run has no teacher.path
-    backbone: ResNet  # the student, channels_last; its config records the size of the views it trains on
+    backbone: ResNet  # the student (its method sets its layout); its config records the size of the views it trains on
     context: MethodContext  # what the method is built with, holding the parts above
 
 
@@ -66,7 +66,7 @@ def assemble_run(
         width=config.model.width,
         zero_init_residual=config.model.zero_init_residual,
         image_size=size,
-    ).to(memory_format=torch.channels_last)
+    )
     context = MethodContext(
         device=device,
         image_channels=dataset.num_channels,

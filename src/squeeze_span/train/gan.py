@@ -56,7 +56,7 @@ from squeeze_span.generators import save_network
 from squeeze_span.generators.loading import init_kwargs_problem
 from squeeze_span.generators.stylegan2 import Discriminator, Generator
 from squeeze_span.losses import discriminator_logistic_loss, generator_logistic_loss, r1_penalty
-from squeeze_span.runtime import autocast, full_precision, machine_description, resolve_device
+from squeeze_span.runtime import autocast, full_precision, machine_description, resolve_device, resolve_precision
 from squeeze_span.train.run import CHANGEABLE_ON_RESUME, ResumableRun, RunFolder, check_finite
 
 # The losses' weights, the run's length and its snapshots may also change on resume (a diverging
@@ -382,5 +382,6 @@ class GanTrainer(ResumableRun):
             bar.close()
             self.run.close()
         record["machine"] = machine_description(self.device)
+        record["precision"] = resolve_precision(self.config.train.precision, self.device)
         record["finished"] = self.nimg >= self.total_nimg
         return record

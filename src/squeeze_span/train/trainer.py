@@ -27,7 +27,7 @@ from squeeze_span.data.stream import RealBatchStream
 from squeeze_span.errors import ConfigError, DatasetError
 from squeeze_span.eval import extract_features, knn_accuracy
 from squeeze_span.methods.base import Method, MethodContext, check_batch_split
-from squeeze_span.runtime import autocast, machine_description
+from squeeze_span.runtime import autocast, machine_description, resolve_precision
 from squeeze_span.train.builder import build_run
 from squeeze_span.train.checkpoint import (
     save_checkpoint,
@@ -112,7 +112,8 @@ class Trainer(ResumableRun):
         self.dist = init_distributed(train.device)
         self.device = self.dist.device
         if train.precision == "fp16" and self.device.type != "cuda":
-            raise ConfigError("train.precision=fp16 needs a CUDA device; use train.precision=bf16 on CPU")
+            raise ConfigError("train.precision=fp16 needs a CUDA device; use train.precision=auto or bf16 on CPU")
+        self.precision = resolve_precision(train.precision, self.device)  # what 'auto' means on this device
         if self.device.type == "cpu":
             # Weights and activations of a collapsing representation sink into denormal floats,
             # which CPUs process up to 100x slower; flushing them to zero costs no accuracy.
@@ -160,7 +161,7 @@ class Trainer(ResumableRun):
             budget_seconds=train.budget_seconds,
         )
         self.optimizer = build_optimizer(self.method, config.optimizer, self.learning_rate(0, 0.0))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
         self.elapsed_seconds = 0.0  # training time of the run so far, over all its invocations
         self.clock = time.perf_counter  # a test may slow it down
@@ -257,7 +258,7 @@ class Trainer(ResumableRun):
             mean=mean,
             std=std,
             device=self.device,
-            precision=train.precision,
+            precision=self.precision,
             progress=False,
         )
         bank_x, bank_y = extract_features(self.method.backbone, bank, **view)
@@ -287,7 +288,7 @@ class Trainer(ResumableRun):
         self.run.open(self.step, changes, line, start_over=self.config.overwrite and self.step == 0)
         budgeted = train.budget_seconds is not None
         # The folder tells runs of one method apart (the demo's VICReg is squeeze_span at alpha 0).
-        desc = f"train {self.config.method.name} ({self.config.output_dir})"
+        desc = f"train {self.config.method.name}, {self.precision} ({self.config.output_dir})"
         if budgeted:
             bar = self.run.progress(round(train.budget_seconds), round(self.elapsed_seconds), desc, train.progress, "s")
         else:
@@ -305,7 +306,7 @@ class Trainer(ResumableRun):
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.learning_rate.peak if group["fixed_lr"] else rate
                 real = self.stream.next(self.real)
-                with autocast(self.device, train.precision):
+                with autocast(self.device, self.precision):
                     logs = self.model(real, local_synthetic)
                 check_finite(logs, self.step + 1, self.advice)
                 apply_gradients(logs["loss"], self.optimizer, self.scaler)
@@ -348,6 +349,7 @@ class Trainer(ResumableRun):
             self.run.close()
         if main:
             record["machine"] = machine_description(self.device)
+            record["precision"] = self.precision
         return record
 
 
