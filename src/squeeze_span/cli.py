@@ -513,7 +513,8 @@ def add_sweep_command(commands: argparse._SubParsersAction) -> None:
         type=POSITIVE_FLOAT,
         metavar="MINUTES",
         help="start only the runs expected to finish within MINUTES from now (from the pace of finished runs "
-        "with the same settings), leaving the rest for the next sweep: for a session or a cluster job's limit",
+        "with the same settings; a bf16 run where bf16 is emulated never is), leaving the rest for the next "
+        "sweep: for a session or a cluster job's limit",
     )
     sweep.add_argument("--device", default="auto", help=DEVICE_HELP)
     sweep.add_argument("--no-progress", action="store_true", help="hide progress bars (the overall lines stay)")

@@ -306,3 +306,23 @@ def test_a_sweep_with_a_time_limit_leaves_the_runs_it_cannot_finish(
     assert (tmp_path / "results" / "squeeze_span" / "seed1.json").is_file()
     assert main(["sweep", str(plan), "--time-limit", "0"]) == 2
     assert "argument --time-limit: 0 is out of range" in capsys.readouterr().err
+
+
+def test_a_time_limited_sweep_leaves_a_bf16_run_to_a_machine_that_computes_bf16(
+    learnable_fashion_mnist, tiny_teacher, tmp_path, capsys, monkeypatch
+):
+    """With no pace of its own here, a bf16 run on a CPU that emulates bf16 would take about ten times
+    what its plan expects: a sweep on a clock leaves it, and runs the fp32 one beside it."""
+    from squeeze_span import runtime
+
+    monkeypatch.setattr(runtime, "_cpu_native_bf16", lambda: False)
+    entries = yaml.safe_load(write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher).read_text())["entries"]
+    entries[0].update(seeds=[0], overrides=["train.precision=bf16"], fd=False, discrepancy=False)
+    entries.append({**entries[0], "name": "in_fp32", "overrides": ["train.precision=fp32"]})
+    plan = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher, entries=entries)
+
+    outcome = run_sweep(plan, device="cpu", progress=False, time_limit=3600, only=["squeeze_span", "in_fp32"])
+    assert outcome.deferred == ["squeeze_span seed 0"] and outcome.done == ["in_fp32 seed 0"]
+    assert "squeeze_span seed 0: left for a later sweep (it trains in bf16, which this CPU emulates" in (
+        capsys.readouterr().out
+    )
