@@ -1,3 +1,4 @@
+import contextlib
 import os
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import torch
 from squeeze_span.cli import main
 from squeeze_span.errors import ConfigError
 from squeeze_span.models import build_backbone
-from squeeze_span.runtime import autocast, conv_memory_format, resolve_device, resolve_precision
+from squeeze_span.runtime import autocast, conv_memory_format, full_precision, resolve_device, resolve_precision
 
 
 def pretend_gpus(monkeypatch, count: int) -> None:
@@ -108,6 +109,108 @@ def test_bf16_by_name_where_it_is_emulated_runs_after_one_warning(cpu_bf16, caps
     with autocast(torch.device("cpu"), "bf16"):
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_bf16_where_the_cpu_lacks_it_computes_products_in_fp32_kernels(cpu_bf16):
+    from torch.overrides import _get_current_function_mode_stack
+
+    from squeeze_span.runtime import Bf16ProductsInFp32Kernels
+
+    for native in (False, True):
+        cpu_bf16(native)
+        context = autocast(torch.device("cpu"), "bf16")  # made, as the bench does to check the setting
+        assert not torch.is_autocast_enabled("cpu") and not _get_current_function_mode_stack()
+        with context:
+            modes = [type(mode) for mode in _get_current_function_mode_stack()]
+            assert (Bf16ProductsInFp32Kernels in modes) is not native
+        assert not torch.is_autocast_enabled("cpu") and not _get_current_function_mode_stack()
+
+
+def bf16_products(op, *operands, emulate: bool):
+    """``op`` on ``operands`` under bf16 autocast, by the bf16 kernel or by Bf16ProductsInFp32Kernels."""
+    from squeeze_span.runtime import Bf16ProductsInFp32Kernels
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with Bf16ProductsInFp32Kernels() if emulate else contextlib.nullcontext():
+            return op(*operands)
+
+
+@pytest.mark.parametrize(
+    "op", [torch.nn.functional.conv2d, torch.nn.functional.linear, torch.matmul, torch.Tensor.__matmul__]
+)
+@pytest.mark.parametrize("emulate", [True, False], ids=["emulated", "bf16_kernel"])
+def test_bf16_products_round_where_a_bf16_kernel_does(op, emulate):
+    """A bf16 kernel's result, and each operand's gradient, is the exact sum of bf16-rounded products,
+    rounded to bf16 (up to the order of its fp32 sums). The emulation's are too; the exact sums of the
+    unrounded operands, which a mode that forgot to round them would give, are not. Of torch's own
+    kernels only the forward result is checked: on a CPU without bf16 hardware its convolution's
+    backward sums partly in bf16 (2.5-6x the once-rounded error on an AVX2 EPYC)."""
+    generator = torch.Generator().manual_seed(0)
+    if op is torch.nn.functional.conv2d:
+        shapes = (4, 16, 8, 8), (8, 16, 3, 3)
+    else:
+        shapes = (32, 144), ((24, 144) if op is torch.nn.functional.linear else (144, 24))
+    a, b = (torch.randn(shape, generator=generator, requires_grad=True) for shape in shapes)
+    result = bf16_products(op, a, b, emulate=emulate)
+    assert result.dtype == torch.bfloat16
+    upstream = torch.randn(result.shape, generator=generator).to(torch.bfloat16)
+    found = (result, *torch.autograd.grad(result, (a, b), upstream))
+
+    def exact(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        x, y = x.detach().double().requires_grad_(), y.detach().double().requires_grad_()
+        out = op(x, y)
+        return [t.to(torch.bfloat16) for t in (out, *torch.autograd.grad(out, (x, y), upstream.double()))]
+
+    checked = found if emulate else found[:1]
+
+    def agreement(reference: list[torch.Tensor]) -> list[float]:
+        return [(r == f.to(torch.bfloat16)).double().mean().item() for r, f in zip(reference, checked, strict=False)]
+
+    rounded = [t.detach().to(torch.bfloat16) for t in (a, b)]
+    assert min(agreement(exact(*rounded))) > 0.98  # the fp32 sums may tip a near-tie either way
+    assert max(agreement(exact(a, b))) < 0.9
+
+
+def test_bf16_products_in_fp32_kernels_follow_the_bf16_kernels_through_a_network():
+    """Through a small ResNet, the emulation's features stay far closer to bf16 autocast's own kernels'
+    than fp32's do, and its weights' gradients come out bf16-rounded as theirs do."""
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18_cifar", in_channels=1, width=8)
+    views = torch.randn(16, 1, 32, 32)
+
+    def features_and_gradients(precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+        backbone.zero_grad()
+        if precision == "fp32":
+            features = backbone(views)
+        else:
+            features = bf16_products(backbone, views, emulate=precision == "emulated")
+        features.float().square().mean().backward()
+        weights = [m.weight.grad.flatten() for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+        return features.float().detach(), torch.cat(weights)
+
+    found = {precision: features_and_gradients(precision) for precision in ("bf16", "emulated", "fp32")}
+
+    def distance(precision: str) -> float:
+        kernel = found["bf16"][0]
+        return ((found[precision][0] - kernel).norm() / kernel.norm()).item()
+
+    assert distance("emulated") < 0.5 * distance("fp32")
+    for precision, bf16_gradients in (("bf16", True), ("emulated", True), ("fp32", False)):
+        gradients = found[precision][1]
+        assert torch.equal(gradients.to(torch.bfloat16).float(), gradients) is bf16_gradients, precision
+
+
+def test_bf16_products_in_fp32_kernels_leave_fp32_regions_and_float64_alone():
+    from squeeze_span.runtime import Bf16ProductsInFp32Kernels
+
+    a = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
+    expected = a @ a
+    with torch.autocast("cpu", dtype=torch.bfloat16), Bf16ProductsInFp32Kernels():
+        with full_precision(torch.device("cpu")):
+            product = a @ a
+        assert (a.double() @ a.double()).dtype == torch.float64
+    # operands rounded to bf16 would move it by about 1e-3
+    assert product.dtype == torch.float32 and torch.allclose(product, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_the_shipped_configs_train_in_auto_precision():

@@ -513,7 +513,7 @@ def add_sweep_command(commands: argparse._SubParsersAction) -> None:
         type=POSITIVE_FLOAT,
         metavar="MINUTES",
         help="start only the runs expected to finish within MINUTES from now (from the pace of finished runs "
-        "with the same settings; a bf16 run where bf16 is emulated never is), leaving the rest for the next "
+        "with the same settings; a bf16 run on a GPU that emulates bf16 never is), leaving the rest for the next "
         "sweep: for a session or a cluster job's limit",
     )
     sweep.add_argument("--device", default="auto", help=DEVICE_HELP)

@@ -8,6 +8,7 @@ import functools
 import os
 import platform
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -63,6 +64,12 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and _cpu_native_bf16()
 
 
+def slow_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast runs several times slower than fp32 on ``device``: on a GPU without bf16
+    hardware. A CPU without it runs bf16 at about fp32's pace (:class:`Bf16ProductsInFp32Kernels`)."""
+    return device.type == "cuda" and not native_bf16(device)
+
+
 @functools.cache  # the CPU does not change while a process runs; autocast asks at every step
 def _cpu_native_bf16() -> bool:
     if _x86():
@@ -113,17 +120,86 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         raise ConfigError("precision=fp16 needs a CUDA device; use precision=bf16 on CPU")
     if precision == "bf16" and device.type in ("cpu", "cuda") and not native_bf16(device):
         _warn_emulated_bf16(device.type)
+    if dtype is torch.bfloat16 and device.type == "cpu" and not native_bf16(device):
+        return _bf16_autocast_in_fp32_kernels()
     return torch.autocast(device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def _bf16_autocast_in_fp32_kernels() -> Iterator[None]:
+    with torch.autocast("cpu", dtype=torch.bfloat16), Bf16ProductsInFp32Kernels():
+        yield
 
 
 @functools.cache  # once per process and kind of device: autocast is entered at every step
 def _warn_emulated_bf16(device_type: str) -> None:
+    speed = (
+        "its convolutions and matmuls run in fp32 kernels on bf16-rounded operands (the same numbers up to "
+        "the order of the sums), at about 0.8x fp32's speed"
+        if device_type == "cpu"
+        else "it is emulated and runs several times slower than fp32"
+    )
     print(
         f"warning: precision=bf16 on this {device_type.upper()}, which has no bf16 hardware (AVX512-BF16, AMX, "
-        "Ampere or newer), is emulated and runs several times slower than fp32; precision=auto picks fp32 here",
+        f"Ampere or newer): {speed}; precision=auto picks fp32 here",
         file=sys.stderr,
         flush=True,
     )
+
+
+def _bf16_products_ops() -> frozenset:
+    """The ops that CPU autocast runs in bf16 and that a CPU without bf16 hardware computes slowly
+    (torch 2.13.0's lower-precision list for CPU, less the RNN and attention kernels, which nothing here uses)."""
+    F = torch.nn.functional
+    return frozenset(
+        (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, F.linear)
+        + (torch.mm, torch.bmm, torch.matmul, torch.addmm, torch.baddbmm, torch.addbmm, torch.prelu)
+        + (torch.Tensor.mm, torch.Tensor.bmm, torch.Tensor.matmul, torch.Tensor.__matmul__)
+        + (torch.Tensor.__rmatmul__, torch.Tensor.addmm, torch.Tensor.baddbmm, torch.Tensor.addbmm)
+    )
+
+
+class Bf16ProductsInFp32Kernels(torch.overrides.TorchFunctionMode):
+    """bf16 autocast's convolutions and matmuls, computed by fp32 kernels, for CPUs without bf16 hardware.
+
+    A bf16 kernel rounds its operands to bf16, multiplies them (a product of two 8-bit mantissas is
+    exact in fp32), sums in fp32 and rounds the sum to bf16. This mode does the same with an fp32
+    kernel: it rounds the operands to bf16 and back, runs the op with autocast off, and rounds the
+    result to bf16. Autograd sees those casts, so the gradients are rounded where a bf16 kernel's
+    would be (the input's gradient to bf16, the weight's to bf16 and then to fp32). Only the order of
+    the fp32 sums differs, as it does between any two kernels. On an AVX2 CPU torch has no fast bf16
+    convolution and falls back to a generic one, 10x slower than fp32, whose backward pass even sums
+    partly in bf16 (2.5-6x the once-rounded error, tests/test_runtime.py); this mode runs the
+    student's bf16 step at about fp32's pace (benchmarks/precision.py), with the rounding of the bf16
+    hardware kernels (oneDNN's multiply bf16 into fp32 sums). Every other op runs under autocast as
+    it would anyway. Entered together with ``torch.autocast('cpu', dtype=torch.bfloat16)`` by
+    :func:`autocast`; where autocast is off (:func:`full_precision`), it does nothing.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (
+            func in _BF16_PRODUCTS
+            and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        ):
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            # autocast leaves an op with a float64 or integer operand as it is, and so does this mode
+            if tensors and all(t.dtype in (torch.float32, torch.bfloat16) for t in tensors):
+                with torch.autocast("cpu", enabled=False):
+                    out = func(*map(_bf16_rounded, args), **{k: _bf16_rounded(v) for k, v in kwargs.items()})
+                return out.to(torch.bfloat16)
+        return func(*args, **kwargs)
+
+
+def _bf16_rounded(value: object) -> object:
+    """A float tensor rounded to bf16 and held in fp32; anything else as it is."""
+    if isinstance(value, torch.Tensor) and value.dtype in (torch.float32, torch.bfloat16):
+        return value.to(torch.bfloat16).float()
+    return value
+
+
+_BF16_PRODUCTS = _bf16_products_ops()
 
 
 def conv_memory_format(network: torch.nn.Module, device: torch.device) -> torch.memory_format:

@@ -308,21 +308,39 @@ def test_a_sweep_with_a_time_limit_leaves_the_runs_it_cannot_finish(
     assert "argument --time-limit: 0 is out of range" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("slow", [True, False], ids=["gpu_without_bf16", "cpu_without_bf16"])
 def test_a_time_limited_sweep_leaves_a_bf16_run_to_a_machine_that_computes_bf16(
-    learnable_fashion_mnist, tiny_teacher, tmp_path, capsys, monkeypatch
+    slow, learnable_fashion_mnist, tiny_teacher, tmp_path, capsys, monkeypatch
 ):
-    """With no pace of its own here, a bf16 run on a CPU that emulates bf16 would take about ten times
-    what its plan expects: a sweep on a clock leaves it, and runs the fp32 one beside it."""
+    """With no pace of its own here, a bf16 run on a GPU that emulates bf16 would take several times
+    what its plan expects: a sweep on a clock leaves it, and runs the fp32 one beside it. A CPU without
+    bf16 hardware trains it at about fp32's pace (Bf16ProductsInFp32Kernels), and the sweep runs both."""
     from squeeze_span import runtime
+    from squeeze_span.experiments import sweep
 
     monkeypatch.setattr(runtime, "_cpu_native_bf16", lambda: False)
+    if slow:  # what slow_bf16 says of a GPU before Ampere; this test's sweep still runs on the CPU
+        monkeypatch.setattr(sweep, "slow_bf16", lambda device: True)
     entries = yaml.safe_load(write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher).read_text())["entries"]
     entries[0].update(seeds=[0], overrides=["train.precision=bf16"], fd=False, discrepancy=False)
     entries.append({**entries[0], "name": "in_fp32", "overrides": ["train.precision=fp32"]})
     plan = write_plan(tmp_path, learnable_fashion_mnist, tiny_teacher, entries=entries)
 
     outcome = run_sweep(plan, device="cpu", progress=False, time_limit=3600, only=["squeeze_span", "in_fp32"])
-    assert outcome.deferred == ["squeeze_span seed 0"] and outcome.done == ["in_fp32 seed 0"]
-    assert "squeeze_span seed 0: left for a later sweep (it trains in bf16, which this CPU emulates" in (
-        capsys.readouterr().out
-    )
+    if slow:
+        assert outcome.deferred == ["squeeze_span seed 0"] and outcome.done == ["in_fp32 seed 0"]
+        assert "squeeze_span seed 0: left for a later sweep (it trains in bf16, which this GPU emulates" in (
+            capsys.readouterr().out
+        )
+    else:
+        assert outcome.deferred == [] and outcome.done == ["squeeze_span seed 0", "in_fp32 seed 0"]
+
+
+def test_bf16_is_slow_only_on_a_gpu_without_it(monkeypatch):
+    from squeeze_span import runtime
+
+    for native in (False, True):
+        monkeypatch.setattr(runtime, "_cpu_native_bf16", lambda native=native: native)
+        assert not runtime.slow_bf16(torch.device("cpu"))
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, native=native: native)
+        assert runtime.slow_bf16(torch.device("cuda")) is not native

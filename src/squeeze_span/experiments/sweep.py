@@ -38,7 +38,7 @@ from squeeze_span.experiments.plan import (
     split_of,
 )
 from squeeze_span.fileio import atomic_write
-from squeeze_span.runtime import machine_description, native_bf16, resolve_device
+from squeeze_span.runtime import machine_description, resolve_device, slow_bf16
 
 
 @dataclass
@@ -155,13 +155,13 @@ def run_sweep(
                 continue
             if deadline is not None:
                 left, expected = deadline - time.perf_counter(), runner.expected_seconds(job, every_job)
-                # no pace of this machine yet, but a run in emulated bf16 is sure to be about 10x too slow
-                emulated = expected is None and runner.emulates_bf16(job)
+                # no pace of this machine yet, but a run in emulated bf16 is sure to be several times too slow
+                emulated = expected is None and runner.slow_bf16(job)
                 if left <= 0 or emulated or (expected is not None and expected > left):
                     outcome.deferred.append(label)
                     if emulated:
-                        why = "it trains in bf16, which this CPU emulates about 10x slower than fp32; run it "
-                        why += "where bf16 is in hardware (AMX, AVX512-BF16, a GPU), or here without --time-limit"
+                        why = "it trains in bf16, which this GPU emulates several times slower than fp32; run it "
+                        why += "where bf16 is in hardware (Ampere or newer, or a CPU), or here without --time-limit"
                     else:
                         needs = "" if expected is None else f"it needs about {expected / 60:.0f} min, "
                         why = f"{needs}{max(left, 0) / 60:.0f} min of the time limit left"
@@ -233,10 +233,10 @@ class Runner:
         seconds = sum(mean if each is None else each for each in expected)
         return f"; about {seconds / 60:.0f} min of runs left in the plan"
 
-    def emulates_bf16(self, job: Job) -> bool:
-        """Whether ``job`` trains in bf16 on a device that only emulates it (:func:`native_bf16`)."""
+    def slow_bf16(self, job: Job) -> bool:
+        """Whether ``job`` trains in bf16 where that runs several times slower than fp32 (:func:`slow_bf16`)."""
         return job.entry.kind == "train" and (
-            self._training_config(job).train.precision == "bf16" and not native_bf16(self.device)
+            self._training_config(job).train.precision == "bf16" and slow_bf16(self.device)
         )
 
     def expected_seconds(self, job: Job, jobs: Sequence[Job]) -> float | None:
