@@ -6,6 +6,7 @@ pickle with random weights and the outputs NVIDIA's own code computed from it in
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 
@@ -147,10 +148,16 @@ def test_discriminator_matches_nvidia(nets: dict, expected: dict, input_key: str
     torch.testing.assert_close(logits, expected[logits_key], **TOL)
 
 
-def test_bf16_autocast_stays_close_to_nvidia_fp32(nets: dict, expected: dict) -> None:
+@pytest.mark.parametrize("kernels", ["torch_bf16", "fp32_on_bf16_operands"])
+def test_bf16_autocast_stays_close_to_nvidia_fp32(kernels: str, nets: dict, expected: dict) -> None:
+    """In bf16 by torch's kernels, and by fp32 kernels on bf16-rounded operands, as on a CPU without
+    bf16 hardware (Bf16ProductsInFp32Kernels)."""
+    from squeeze_span.runtime import Bf16ProductsInFp32Kernels
+
     G, D = nets["G_ema"], nets["D"]
     features, hooks = _hooked_features(G, expected["block_names"])
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    emulation = Bf16ProductsInFp32Kernels() if kernels == "fp32_on_bf16_operands" else contextlib.nullcontext()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), emulation:
         img = G(expected["z"], expected["c"])
         logits = D(expected["d_input_b8"], expected["c_b8"])
     for hook in hooks:
