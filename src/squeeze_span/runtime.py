@@ -110,7 +110,8 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     """Mixed precision for the forward pass: bf16 autocast runs 3-4x faster on AMX CPUs and on GPUs.
 
     fp16 is for GPUs only (CPUs have no fast fp16 path), and needs a GradScaler when training.
-    bf16 asked for by name on a device that only emulates it runs, after one warning line.
+    bf16 asked for by name on a device without bf16 hardware runs, after one warning line; on a CPU
+    its convolutions and matmuls then run in fp32 kernels (:class:`Bf16ProductsInFp32Kernels`).
     """
     resolved = resolve_precision(precision, device)
     dtype = _AUTOCAST_DTYPES[resolved]
