@@ -136,7 +136,7 @@ def _bf16_autocast_in_fp32_kernels() -> Iterator[None]:
 def _warn_emulated_bf16(device_type: str) -> None:
     speed = (
         "its convolutions and matmuls run in fp32 kernels on bf16-rounded operands (the same numbers up to "
-        "the order of the sums), at about 0.8x fp32's speed"
+        "the order of the sums), at 0.85-0.9x fp32's speed"
         if device_type == "cpu"
         else "it is emulated and runs several times slower than fp32"
     )
