@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from squeeze_span import allocator
 from squeeze_span.errors import ConfigError
@@ -148,16 +149,14 @@ def _warn_emulated_bf16(device_type: str) -> None:
     )
 
 
-def _bf16_products_ops() -> frozenset:
-    """The ops that CPU autocast runs in bf16 and that a CPU without bf16 hardware computes slowly
-    (torch 2.13.0's lower-precision list for CPU, less the RNN and attention kernels, which nothing here uses)."""
-    F = torch.nn.functional
-    return frozenset(
-        (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, F.linear)
-        + (torch.mm, torch.bmm, torch.matmul, torch.addmm, torch.baddbmm, torch.addbmm, torch.prelu)
-        + (torch.Tensor.mm, torch.Tensor.bmm, torch.Tensor.matmul, torch.Tensor.__matmul__)
-        + (torch.Tensor.__rmatmul__, torch.Tensor.addmm, torch.Tensor.baddbmm, torch.Tensor.addbmm)
-    )
+# The ops that CPU autocast runs in bf16 and that a CPU without bf16 hardware computes slowly: torch
+# 2.13.0's lower-precision list for CPU, less the RNN and attention kernels, which nothing here uses.
+_BF16_PRODUCTS = frozenset(
+    (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, F.linear)
+    + (torch.mm, torch.bmm, torch.matmul, torch.addmm, torch.baddbmm, torch.addbmm, torch.prelu)
+    + (torch.Tensor.mm, torch.Tensor.bmm, torch.Tensor.matmul, torch.Tensor.__matmul__)
+    + (torch.Tensor.__rmatmul__, torch.Tensor.addmm, torch.Tensor.baddbmm, torch.Tensor.addbmm)
+)
 
 
 class Bf16ProductsInFp32Kernels(torch.overrides.TorchFunctionMode):
@@ -198,9 +197,6 @@ def _bf16_rounded(value: object) -> object:
     if isinstance(value, torch.Tensor) and value.dtype in (torch.float32, torch.bfloat16):
         return value.to(torch.bfloat16).float()
     return value
-
-
-_BF16_PRODUCTS = _bf16_products_ops()
 
 
 def conv_memory_format(network: torch.nn.Module, device: torch.device) -> torch.memory_format:
