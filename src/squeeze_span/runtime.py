@@ -120,10 +120,11 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     if dtype is torch.float16 and device.type != "cuda":
         raise ConfigError("precision=fp16 needs a CUDA device; use precision=bf16 on CPU")
-    if precision == "bf16" and device.type in ("cpu", "cuda") and not native_bf16(device):
+    # 'auto' resolves to bf16 only where it is native, so this is bf16 asked for by name
+    if dtype is torch.bfloat16 and device.type in ("cpu", "cuda") and not native_bf16(device):
         _warn_emulated_bf16(device.type)
-    if dtype is torch.bfloat16 and device.type == "cpu" and not native_bf16(device):
-        return _bf16_autocast_in_fp32_kernels()
+        if device.type == "cpu":
+            return _bf16_autocast_in_fp32_kernels()
     return torch.autocast(device.type, dtype=dtype)
 
 
