@@ -140,7 +140,7 @@ WHAT_TO_EXPECT = (
     "results/fashion_mnist/length/FINDINGS.md) finds squeeze and span level with VICReg on real images within "
     "seed noise in four probes of five; at 8 epochs squeezing beats VICReg on the same generated images in every "
     "probe, while squeeze and span stays only a few tenths of a point ahead of VICReg on the real images, "
-    "and is level with it by 26 epochs (first seeds). "
+    "and is level with it by 26 epochs. "
     "Both gaps are in bf16, the default where the CPU computes it; in fp32 (the authors' setting, and the "
     "default on CPUs without bf16 hardware) VICReg gains about half a point at this length; by 8 epochs it "
     "barely moves squeeze's lead on generated images."
